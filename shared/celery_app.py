@@ -1,0 +1,38 @@
+"""The Celery app: queue names, routing and the reliability settings every worker needs."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from shared.config import Settings, get_settings
+
+CAPTION_QUEUE = "caption"
+CAPTION_TASK = "capsearch.caption_images"
+
+
+def make_celery(settings: Settings | None = None) -> Celery:
+    """A Celery app bound to the settings' broker; tasks are registered by the caption worker."""
+    settings = settings or get_settings()
+    app = Celery(
+        "capsearch",
+        broker=settings.broker_url,
+        backend=settings.result_backend or settings.broker_url,
+    )
+    app.conf.update(
+        task_default_queue=CAPTION_QUEUE,
+        task_routes={CAPTION_TASK: {"queue": CAPTION_QUEUE}},
+        # a task is acknowledged only when it finished; a killed worker's task is redelivered
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        # must exceed the longest task, or Redis redelivers a task that is still running
+        broker_transport_options={"visibility_timeout": 3600},
+        task_serializer="json",
+        accept_content=["json"],
+        result_serializer="json",
+        result_expires=3600,
+        task_ignore_result=True,
+        broker_connection_retry_on_startup=True,
+        worker_hijack_root_logger=False,
+    )
+    return app

@@ -1,0 +1,297 @@
+"""Typed HTTP clients for the internal services (sync for the worker, async for the gateway).
+
+Both speak the schemas in `shared.schemas`; transport failures surface as the
+`shared.errors.Dependency*` errors so callers map them to 502/503/504 the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import httpx
+import numpy as np
+from numpy.typing import NDArray
+
+from shared.errors import (
+    CapsearchError,
+    DependencyError,
+    DependencyTimeout,
+    DependencyUnavailable,
+)
+from shared.logging import request_id_var
+from shared.schemas import (
+    EncodeRequest,
+    EncodeResponse,
+    IndexAddRequest,
+    IndexChangeResponse,
+    IndexItem,
+    IndexRemoveRequest,
+    IndexStats,
+    RebuildResponse,
+    SearchRequest,
+    SearchResponse,
+)
+
+
+class TextEncoderClient(Protocol):
+    """Turns texts into L2-normalised vectors."""
+
+    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
+
+
+class IndexClient(Protocol):
+    """Adds, removes and searches vectors in the search service's index."""
+
+    def add(self, image_ids: Sequence[int], vectors: NDArray[np.float32]) -> IndexChangeResponse: ...
+
+    def remove(self, image_ids: Sequence[int]) -> IndexChangeResponse: ...
+
+    def search(self, vector: NDArray[np.float32], k: int, nprobe: int | None = None
+               ) -> SearchResponse: ...
+
+    def rebuild(self) -> RebuildResponse: ...
+
+    def stats(self) -> IndexStats: ...
+
+
+class AsyncTextEncoderClient(Protocol):
+    async def encode(self, texts: Sequence[str]) -> NDArray[np.float32]: ...
+
+
+class AsyncIndexClient(Protocol):
+    async def add(self, image_ids: Sequence[int], vectors: NDArray[np.float32]
+                  ) -> IndexChangeResponse: ...
+
+    async def remove(self, image_ids: Sequence[int]) -> IndexChangeResponse: ...
+
+    async def search(self, vector: NDArray[np.float32], k: int, nprobe: int | None = None
+                     ) -> SearchResponse: ...
+
+    async def rebuild(self) -> RebuildResponse: ...
+
+    async def stats(self) -> IndexStats: ...
+
+
+def _headers() -> dict[str, str]:
+    return {"X-Request-ID": request_id_var.get()}
+
+
+def _raise_for(resp: httpx.Response, service: str) -> None:
+    if resp.status_code < 400:
+        return
+    try:
+        err = resp.json()["error"]
+        message, code = err["message"], err["code"]
+    except Exception:
+        message, code = resp.text[:200], "dependency_error"
+    if resp.status_code in (503,):
+        raise DependencyUnavailable(f"{service}: {message}")
+    if resp.status_code == 504:
+        raise DependencyTimeout(f"{service}: {message}")
+    if 400 <= resp.status_code < 500:
+        # the caller sent something the service refused: keep the service's status and code
+        exc = CapsearchError(f"{service}: {message}", code=code)
+        exc.status_code = resp.status_code
+        raise exc
+    raise DependencyError(f"{service} answered {resp.status_code}: {message}")
+
+
+@contextmanager
+def _transport_errors(service: str) -> Iterator[None]:
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise DependencyTimeout(f"{service} timed out: {exc}") from exc
+    except httpx.TransportError as exc:
+        raise DependencyUnavailable(f"{service} unreachable: {exc}") from exc
+
+
+def _vectors_of(resp: httpx.Response) -> NDArray[np.float32]:
+    body = EncodeResponse.model_validate(resp.json())
+    return np.asarray(body.vectors, dtype=np.float32).reshape(len(body.vectors), body.dim)
+
+
+def _add_body(image_ids: Sequence[int], vectors: NDArray[np.float32]) -> dict[str, Any]:
+    items = [IndexItem(image_id=int(i), vector=v.tolist()) for i, v in zip(image_ids, vectors,
+                                                                             strict=True)]
+    return IndexAddRequest(items=items).model_dump()
+
+
+def _search_body(vector: NDArray[np.float32], k: int, nprobe: int | None) -> dict[str, Any]:
+    return SearchRequest(vector=np.asarray(vector).ravel().tolist(), k=k,
+                         nprobe=nprobe).model_dump()
+
+
+class HttpEncoderClient:
+    """Sync client of the encoder service."""
+
+    service = "encoder"
+
+    def __init__(self, base_url: str, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+
+    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        with _transport_errors(self.service):
+            resp = self._http.post("/v1/encode", headers=_headers(),
+                                   json=EncodeRequest(texts=list(texts)).model_dump())
+        _raise_for(resp, self.service)
+        return _vectors_of(resp)
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class HttpIndexClient:
+    """Sync client of the search service."""
+
+    service = "search"
+
+    def __init__(self, base_url: str, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+
+    def _call(self, method: str, path: str, json: Any = None) -> httpx.Response:
+        with _transport_errors(self.service):
+            resp = self._http.request(method, path, json=json, headers=_headers())
+        _raise_for(resp, self.service)
+        return resp
+
+    def add(self, image_ids: Sequence[int], vectors: NDArray[np.float32]) -> IndexChangeResponse:
+        resp = self._call("POST", "/v1/index/add", _add_body(image_ids, vectors))
+        return IndexChangeResponse.model_validate(resp.json())
+
+    def remove(self, image_ids: Sequence[int]) -> IndexChangeResponse:
+        body = IndexRemoveRequest(image_ids=[int(i) for i in image_ids]).model_dump()
+        return IndexChangeResponse.model_validate(
+            self._call("POST", "/v1/index/remove", body).json())
+
+    def search(self, vector: NDArray[np.float32], k: int, nprobe: int | None = None
+               ) -> SearchResponse:
+        resp = self._call("POST", "/v1/search", _search_body(vector, k, nprobe))
+        return SearchResponse.model_validate(resp.json())
+
+    def rebuild(self) -> RebuildResponse:
+        return RebuildResponse.model_validate(self._call("POST", "/v1/index/rebuild").json())
+
+    def stats(self) -> IndexStats:
+        return IndexStats.model_validate(self._call("GET", "/v1/index/stats").json())
+
+    def close(self) -> None:
+        self._http.close()
+
+
+class AsyncHttpEncoderClient:
+    """Async client of the encoder service (used by the gateway)."""
+
+    service = "encoder"
+
+    def __init__(self, base_url: str, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+
+    async def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        with _transport_errors(self.service):
+            resp = await self._http.post("/v1/encode", headers=_headers(),
+                                         json=EncodeRequest(texts=list(texts)).model_dump())
+        _raise_for(resp, self.service)
+        return _vectors_of(resp)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class AsyncHttpIndexClient:
+    """Async client of one search service replica/shard (used by the gateway)."""
+
+    service = "search"
+
+    def __init__(self, base_url: str, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+
+    async def _call(self, method: str, path: str, json: Any = None) -> httpx.Response:
+        with _transport_errors(self.service):
+            resp = await self._http.request(method, path, json=json, headers=_headers())
+        _raise_for(resp, self.service)
+        return resp
+
+    async def add(self, image_ids: Sequence[int], vectors: NDArray[np.float32]
+                  ) -> IndexChangeResponse:
+        resp = await self._call("POST", "/v1/index/add", _add_body(image_ids, vectors))
+        return IndexChangeResponse.model_validate(resp.json())
+
+    async def remove(self, image_ids: Sequence[int]) -> IndexChangeResponse:
+        body = IndexRemoveRequest(image_ids=[int(i) for i in image_ids]).model_dump()
+        resp = await self._call("POST", "/v1/index/remove", body)
+        return IndexChangeResponse.model_validate(resp.json())
+
+    async def search(self, vector: NDArray[np.float32], k: int, nprobe: int | None = None
+                     ) -> SearchResponse:
+        resp = await self._call("POST", "/v1/search", _search_body(vector, k, nprobe))
+        return SearchResponse.model_validate(resp.json())
+
+    async def rebuild(self) -> RebuildResponse:
+        resp = await self._call("POST", "/v1/index/rebuild")
+        return RebuildResponse.model_validate(resp.json())
+
+    async def stats(self) -> IndexStats:
+        resp = await self._call("GET", "/v1/index/stats")
+        return IndexStats.model_validate(resp.json())
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+class ThreadedAsyncEncoder:
+    """Async face of an in-process encoder: blocking work runs in a worker thread."""
+
+    def __init__(self, sync: TextEncoderClient) -> None:
+        self._sync = sync
+
+    async def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        import anyio
+
+        return await anyio.to_thread.run_sync(self._sync.encode, list(texts))
+
+    async def aclose(self) -> None:
+        return None
+
+
+class ThreadedAsyncIndex:
+    """Async face of an in-process index: blocking work runs in a worker thread."""
+
+    def __init__(self, sync: IndexClient) -> None:
+        self._sync = sync
+
+    async def add(self, image_ids: Sequence[int], vectors: NDArray[np.float32]
+                  ) -> IndexChangeResponse:
+        import anyio
+
+        return await anyio.to_thread.run_sync(self._sync.add, list(image_ids), vectors)
+
+    async def remove(self, image_ids: Sequence[int]) -> IndexChangeResponse:
+        import anyio
+
+        return await anyio.to_thread.run_sync(self._sync.remove, list(image_ids))
+
+    async def search(self, vector: NDArray[np.float32], k: int, nprobe: int | None = None
+                     ) -> SearchResponse:
+        import anyio
+
+        return await anyio.to_thread.run_sync(self._sync.search, vector, k, nprobe)
+
+    async def rebuild(self) -> RebuildResponse:
+        import anyio
+
+        return await anyio.to_thread.run_sync(self._sync.rebuild)
+
+    async def stats(self) -> IndexStats:
+        import anyio
+
+        return await anyio.to_thread.run_sync(self._sync.stats)
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,27 @@
+"""Database layer: SQLAlchemy 2.x models, engine/session factory, schema creation."""
+
+from shared.db.models import (
+    Base,
+    Caption,
+    Centroid,
+    Embedding,
+    ImageRecord,
+    ImageStatus,
+    IndexVersion,
+    Membership,
+)
+from shared.db.session import create_schema, make_engine, make_session_factory
+
+__all__ = [
+    "Base",
+    "Caption",
+    "Centroid",
+    "Embedding",
+    "ImageRecord",
+    "ImageStatus",
+    "IndexVersion",
+    "Membership",
+    "create_schema",
+    "make_engine",
+    "make_session_factory",
+]

@@ -1,0 +1,40 @@
+"""Engine and session factory for SQLite (embedded) and Postgres (stack)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db.models import Base
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the pragmas/pooling each backend needs."""
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create missing tables (idempotent; safe for several processes starting at once)."""
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # concurrent CREATE TABLEs from several starting services would race on pg_type
+            conn.execute(text("SELECT pg_advisory_xact_lock(7243001)"))
+        Base.metadata.create_all(conn, checkfirst=True)

@@ -1,0 +1,42 @@
+"""How the gateway hands new images to captioning: a Celery queue or an in-process one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from celery import Celery
+
+from shared.celery_app import CAPTION_QUEUE, CAPTION_TASK
+from shared.errors import DependencyUnavailable
+from shared.logging import request_id_var
+
+
+class CaptionQueue(Protocol):
+    """Accepts image ids for captioning; must not return before the work is durable."""
+
+    def enqueue(self, image_ids: Sequence[int]) -> None: ...
+
+
+class CeleryCaptionQueue:
+    """Sends `capsearch.caption_images` tasks to the `caption` queue, in micro-batches."""
+
+    def __init__(self, app: Celery, batch_size: int) -> None:
+        self._app = app
+        self._batch = max(1, batch_size)
+
+    def enqueue(self, image_ids: Sequence[int]) -> None:
+        ids = [int(i) for i in image_ids]
+        try:
+            for start in range(0, len(ids), self._batch):
+                self._app.send_task(
+                    CAPTION_TASK,
+                    args=[ids[start:start + self._batch]],
+                    queue=CAPTION_QUEUE,
+                    headers={"request_id": request_id_var.get()},
+                    retry=True,
+                    retry_policy={"max_retries": 3, "interval_start": 0.2,
+                                  "interval_step": 0.5, "interval_max": 2},
+                )
+        except Exception as exc:  # kombu OperationalError, redis ConnectionError, ...
+            raise DependencyUnavailable(f"the caption queue is unavailable: {exc}") from exc
