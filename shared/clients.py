@@ -44,7 +44,8 @@ class TextEncoderClient(Protocol):
 class IndexClient(Protocol):
     """Adds, removes and searches vectors in the search service's index."""
 
-    def add(self, image_ids: Sequence[int], vectors: NDArray[np.float32]) -> IndexChangeResponse: ...
+    def add(self, image_ids: Sequence[int], vectors: NDArray[np.float32]
+            ) -> IndexChangeResponse: ...
 
     def remove(self, image_ids: Sequence[int]) -> IndexChangeResponse: ...
 

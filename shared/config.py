@@ -26,7 +26,7 @@ class S3Settings(BaseModel):
 class IndexSettings(BaseModel):
     """The PCA + K-means inverted-file index."""
 
-    exact_below: int = Field(20_000, ge=0, description="exact search while the collection is smaller")
+    exact_below: int = Field(20_000, ge=0, description="exact search below this many vectors")
     n_clusters: int | None = Field(None, ge=1, description="K; None = about 4*sqrt(N)")
     pca_components: int = Field(64, ge=2, description="dimensions kept for clustering")
     nprobe: int = Field(8, ge=1, description="clusters scanned per query by default")

@@ -1,0 +1,5 @@
+import sys
+
+from capsearch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,101 @@
+"""The embedded mode's composition root: gateway + encoder + search + an in-process caption
+worker in ONE process, on SQLite and a local blob folder, no external service.
+
+This is the one place allowed to import several services: it wires their in-process objects
+behind the same protocols the stack reaches over HTTP and Celery.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from capsearch.client import CapsearchClient
+from shared.clients import ThreadedAsyncEncoder, ThreadedAsyncIndex
+from shared.config import Settings
+from shared.db import create_schema, make_engine, make_session_factory
+from shared.storage import BlobStore, make_blob_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EmbeddedStack:
+    """Every part of a one-process capsearch, built once and closed once."""
+
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    store: BlobStore
+    encoder: object
+    index: object
+    queue: object
+
+    def gateway_app(self) -> FastAPI:
+        from services.gateway.app import create_app
+        from services.gateway.deps import GatewayContext
+
+        context = GatewayContext(
+            settings=self.settings,
+            session_factory=self.session_factory,
+            store=self.store,
+            encoder=ThreadedAsyncEncoder(self.encoder),  # type: ignore[arg-type]
+            index=ThreadedAsyncIndex(self.index),  # type: ignore[arg-type]
+            queue=self.queue,  # type: ignore[arg-type]
+        )
+        return create_app(self.settings, context=context)
+
+    def close(self) -> None:
+        self.queue.close()  # type: ignore[attr-defined]
+        self.engine.dispose()
+
+
+def build_embedded(settings: Settings) -> EmbeddedStack:
+    """Load the models, open the database and blob folder, start the in-process worker."""
+    from services.caption.inprocess import InProcessCaptionQueue
+    from services.caption.pipeline import PipelineDeps
+    from services.encoder.encoder import build_text_encoder
+    from services.search.service import IndexService
+
+    from services.caption.captioners import build_captioner
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.sqlalchemy_url)
+    create_schema(engine)
+    session_factory = make_session_factory(engine)
+    store = make_blob_store(settings)
+
+    encoder = build_text_encoder(settings)
+    encoder.load()
+    index = IndexService(settings, session_factory)
+    index.load()
+    captioner = build_captioner(settings.captioner, settings)
+    captioner.load()
+    deps = PipelineDeps(settings=settings, session_factory=session_factory, store=store,
+                        captioner=captioner, encoder=encoder, index=index)
+    queue = InProcessCaptionQueue(deps)
+    queue.start()
+    log.info("embedded capsearch ready: data in %s, captioner %s", settings.data_dir,
+             settings.captioner)
+    return EmbeddedStack(settings=settings, engine=engine, session_factory=session_factory,
+                         store=store, encoder=encoder, index=index, queue=queue)
+
+
+@contextmanager
+def embedded_client(settings: Settings) -> Iterator[CapsearchClient]:
+    """A fresh embedded instance behind a real HTTP server on a free port, and its client."""
+    from capsearch.server import BackgroundServer
+
+    stack = build_embedded(settings)
+    try:
+        with BackgroundServer(stack.gateway_app()) as server, \
+                CapsearchClient(server.url) as client:
+            yield client
+    finally:
+        stack.close()
