@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import warnings
 from dataclasses import dataclass
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -45,24 +44,23 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage
     if len(data) > max_bytes:
         raise PayloadTooLarge(f"the file is {len(data)} bytes; the limit is {max_bytes}")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                fmt = (img.format or "").upper()
-                if fmt not in ALLOWED_FORMATS:
-                    raise InvalidImage(
-                        f"format {fmt or 'unknown'} is not allowed; use one of "
-                        f"{', '.join(sorted(ALLOWED_FORMATS))}"
-                    )
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise PayloadTooLarge(
-                        f"the image has {width}x{height} pixels; the limit is {max_pixels}"
-                    )
-                img.load()  # a truncated or corrupt file fails here, not in the worker
+        # Image.open reads only the header: the pixel cap is checked before any decoding
+        with Image.open(io.BytesIO(data)) as img:
+            fmt = (img.format or "").upper()
+            if fmt not in ALLOWED_FORMATS:
+                raise InvalidImage(
+                    f"format {fmt or 'unknown'} is not allowed; use one of "
+                    f"{', '.join(sorted(ALLOWED_FORMATS))}"
+                )
+            width, height = img.size
+            if width * height > max_pixels:
+                raise PayloadTooLarge(
+                    f"the image has {width}x{height} pixels; the limit is {max_pixels}"
+                )
+            img.load()  # a truncated or corrupt file fails here, not in the worker
     except (InvalidImage, PayloadTooLarge):
         raise
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
         raise PayloadTooLarge(f"the image is too large to decode safely: {exc}") from None
     except UnidentifiedImageError:
         raise InvalidImage("the bytes are not an image format we can decode") from None

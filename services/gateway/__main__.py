@@ -1,0 +1,20 @@
+"""`python -m services.gateway`: serve the gateway with uvicorn on settings.host:gateway_port."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from services.gateway.app import create_app
+from shared.config import get_settings
+from shared.logging import configure_logging
+
+
+def main() -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, json_logs=settings.log_json)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.gateway_port,
+                log_config=None, proxy_headers=True)
+
+
+if __name__ == "__main__":
+    main()

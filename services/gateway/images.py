@@ -1,0 +1,144 @@
+"""Images once stored: describe, list, read their blobs, delete."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import anyio
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.gateway.schemas import ImagePage
+from shared.clients import AsyncIndexClient
+from shared.db import Caption, Embedding, ImageRecord, ImageStatus, Membership
+from shared.errors import CapsearchError, NotFound
+from shared.images import CONTENT_TYPES
+from shared.schemas import ImagePublic
+from shared.storage import BlobStore, original_key, thumbnail_key
+
+log = logging.getLogger(__name__)
+
+BlobKind = Literal["original", "thumbnail"]
+# originals and thumbnails are immutable under their content address
+IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
+
+
+def status_url(image_id: int) -> str:
+    return f"/v1/images/{image_id}"
+
+
+def content_url(image_id: int) -> str:
+    return f"/v1/images/{image_id}/content"
+
+
+def thumbnail_url(image_id: int) -> str:
+    return f"/v1/images/{image_id}/thumbnail"
+
+
+def latest_captions(session: Session, image_ids: Sequence[int]) -> dict[int, str]:
+    """The most recently written caption of each image that has one."""
+    if not image_ids:
+        return {}
+    stmt = (
+        select(Caption.image_id, Caption.text)
+        .where(Caption.image_id.in_(list(image_ids)))
+        .order_by(Caption.image_id, Caption.created_at, Caption.id)
+    )
+    return {image_id: text for image_id, text in session.execute(stmt)}
+
+
+def image_public(image: ImageRecord, caption: str | None) -> ImagePublic:
+    return ImagePublic(
+        id=image.id,
+        sha256=image.sha256,
+        status=image.status,
+        error=image.error,
+        caption=caption,
+        filename=image.filename,
+        source=image.source,
+        format=image.format,
+        width=image.width,
+        height=image.height,
+        size_bytes=image.size_bytes,
+        created_at=image.created_at,
+        updated_at=image.updated_at,
+        content_url=content_url(image.id),
+        thumbnail_url=thumbnail_url(image.id),
+        status_url=status_url(image.id),
+    )
+
+
+def describe_image(*, session: Session, image: ImageRecord) -> ImagePublic:
+    """The public view of one image, with its latest caption."""
+    return image_public(image, latest_captions(session, [image.id]).get(image.id))
+
+
+def list_images(*, session: Session, status: ImageStatus | None, limit: int, offset: int
+                ) -> ImagePage:
+    """A page of images, newest first, optionally of one status."""
+    where = [] if status is None else [ImageRecord.status == status.value]
+    total = session.scalar(select(func.count()).select_from(ImageRecord).where(*where)) or 0
+    rows = session.scalars(
+        select(ImageRecord).where(*where).order_by(ImageRecord.id.desc())
+        .limit(limit).offset(offset)
+    ).all()
+    captions = latest_captions(session, [r.id for r in rows])
+    next_offset = offset + len(rows) if offset + len(rows) < total else None
+    return ImagePage(images=[image_public(r, captions.get(r.id)) for r in rows], total=total,
+                     limit=limit, offset=offset, next_offset=next_offset)
+
+
+@dataclass(frozen=True)
+class Blob:
+    data: bytes
+    content_type: str
+    etag: str
+    cache_control: str = IMMUTABLE_CACHE
+
+
+def read_blob(*, store: BlobStore, image: ImageRecord, kind: BlobKind) -> Blob:
+    """The original (its own type, ETag = sha256) or the JPEG thumbnail of an image."""
+    if kind == "original":
+        data = store.get(original_key(image.sha256))
+        ctype = CONTENT_TYPES.get(image.format, "application/octet-stream")
+        return Blob(data=data, content_type=ctype, etag=f'"{image.sha256}"')
+    data = store.get(thumbnail_key(image.sha256))
+    return Blob(data=data, content_type="image/jpeg", etag=f'"{image.sha256}-thumb"')
+
+
+def _delete_rows(session_factory: sessionmaker[Session], image_id: int) -> str | None:
+    """Delete an image and its dependents in one transaction; its sha256, or None if gone."""
+    with session_factory() as session, session.begin():
+        sha = session.scalar(select(ImageRecord.sha256).where(ImageRecord.id == image_id))
+        if sha is None:
+            return None
+        # the FKs cascade too; explicit deletes keep a backend without FK enforcement clean
+        for child in (Membership, Embedding, Caption):
+            session.execute(delete(child).where(child.image_id == image_id))
+        session.execute(delete(ImageRecord).where(ImageRecord.id == image_id))
+        return sha
+
+
+def _delete_blobs(store: BlobStore, sha256: str) -> None:
+    for key in (original_key(sha256), thumbnail_key(sha256)):
+        try:
+            store.delete(key)
+        except CapsearchError as exc:  # the row is gone already: an orphan blob is harmless
+            log.warning("could not delete blob %s: %s", key, exc.message)
+
+
+async def delete_image(*, image_id: int, session_factory: sessionmaker[Session],
+                       store: BlobStore, index: AsyncIndexClient) -> None:
+    """Forget an image: out of the index first, then its rows, then its blobs."""
+    try:
+        await index.remove([image_id])
+    except CapsearchError as exc:
+        if exc.status_code != 404:  # never indexed (still pending) is fine
+            raise
+    sha = await anyio.to_thread.run_sync(_delete_rows, session_factory, image_id)
+    if sha is None:
+        raise NotFound(f"image {image_id} not found")
+    await anyio.to_thread.run_sync(_delete_blobs, store, sha)

@@ -1,0 +1,146 @@
+"""The public /v1 REST API: thin routes over services.gateway.{uploads,images,search}."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, UploadFile
+from fastapi.responses import JSONResponse
+
+from services.gateway import health, images, search, uploads
+from services.gateway.deps import (
+    MAX_ID,
+    ContextDep,
+    ImageDep,
+    SearchQueryDep,
+    SessionDep,
+    StoreDep,
+    require_scope,
+)
+from services.gateway.schemas import ImagePage
+from shared.db import ImageStatus
+from shared.schemas import (
+    ErrorResponse,
+    Health,
+    ImagePublic,
+    RebuildResponse,
+    SearchResults,
+    UploadResponse,
+)
+from shared.web import error_response
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 403, 404, 413, 415, 422, 502, 503, 504)
+}
+
+# the upload route alone: app.py mounts it with body and file-count limits from the settings
+upload_router = APIRouter(tags=["images"], responses=ERRORS)
+router = APIRouter(responses=ERRORS)
+health_router = APIRouter(tags=["health"])
+
+WriteScope = Depends(require_scope("write"))
+SearchScope = Depends(require_scope("search"))
+AdminScope = Depends(require_scope("admin"))
+
+
+@upload_router.post("/v1/images", status_code=202, response_model=UploadResponse,
+                    dependencies=[WriteScope])
+async def upload_images(
+    context: ContextDep,
+    files: Annotated[list[UploadFile], File(description="one or more image files")],
+    source: Annotated[str, Form(max_length=1024, description="where they came from")] = "upload",
+) -> UploadResponse:
+    """Check and store images, then queue them for captioning (re-uploads are no-ops)."""
+    return await uploads.ingest_uploads(
+        uploads=files, source=source, settings=context.settings,
+        factory=context.session_factory, store=context.store, queue=context.queue)
+
+
+@router.get("/v1/images", response_model=ImagePage, tags=["images"],
+            dependencies=[SearchScope])
+def list_images(
+    session: SessionDep,
+    status: ImageStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> ImagePage:
+    """A page of images, newest first."""
+    return images.list_images(session=session, status=status, limit=limit, offset=offset)
+
+
+@router.get("/v1/images/{image_id}", response_model=ImagePublic, tags=["images"],
+            dependencies=[SearchScope])
+def read_image(image: ImageDep, session: SessionDep) -> ImagePublic:
+    """One image: status, error, latest caption, metadata and URLs."""
+    return images.describe_image(session=session, image=image)
+
+
+def _blob_response(blob: images.Blob, if_none_match: str | None) -> Response:
+    headers = {"ETag": blob.etag, "Cache-Control": blob.cache_control}
+    if if_none_match is not None and blob.etag in {t.strip() for t in if_none_match.split(",")}:
+        return Response(status_code=304, headers=headers)
+    return Response(content=blob.data, media_type=blob.content_type, headers=headers)
+
+
+@router.get("/v1/images/{image_id}/content", tags=["images"], dependencies=[SearchScope],
+            response_class=Response)
+def read_content(image: ImageDep, store: StoreDep,
+                 if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """The original bytes, ETag = sha256."""
+    return _blob_response(images.read_blob(store=store, image=image, kind="original"),
+                          if_none_match)
+
+
+@router.get("/v1/images/{image_id}/thumbnail", tags=["images"], dependencies=[SearchScope],
+            response_class=Response)
+def read_thumbnail(image: ImageDep, store: StoreDep,
+                   if_none_match: Annotated[str | None, Header()] = None) -> Response:
+    """A small JPEG for result grids."""
+    return _blob_response(images.read_blob(store=store, image=image, kind="thumbnail"),
+                          if_none_match)
+
+
+@router.delete("/v1/images/{image_id}", status_code=204, response_class=Response,
+               tags=["images"], dependencies=[WriteScope])
+async def delete_image(image: ImageDep, context: ContextDep) -> Response:
+    """Remove an image from the index, the database and the blob store."""
+    await images.delete_image(image_id=image.id, session_factory=context.session_factory,
+                              store=context.store, index=context.index)
+    return Response(status_code=204)
+
+
+@router.get("/v1/search", response_model=SearchResults, tags=["search"],
+            dependencies=[SearchScope])
+async def search_images(query: SearchQueryDep, context: ContextDep) -> SearchResults:
+    """Images whose captions best match the text, best first."""
+    return await search.search_images(query=query, encoder=context.encoder,
+                                      index=context.index,
+                                      session_factory=context.session_factory)
+
+
+@router.post("/v1/index/rebuild", response_model=RebuildResponse, tags=["index"],
+             dependencies=[AdminScope])
+async def rebuild_index(context: ContextDep) -> RebuildResponse:
+    """Refit the index from the stored vectors (passed through to the search service)."""
+    return await context.index.rebuild()
+
+
+@health_router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """The process is alive (checks nothing else)."""
+    return Health(status="ok")
+
+
+@health_router.get("/readyz", response_model=Health,
+                   responses={503: {"model": ErrorResponse}})
+async def readyz(context: ContextDep) -> Health | JSONResponse:
+    """The database answers and the blob store is reachable."""
+    checks = await anyio.to_thread.run_sync(partial(
+        health.check_readiness, session_factory=context.session_factory, store=context.store))
+    failing = {name: result for name, result in checks.items() if result != "ok"}
+    if failing:
+        message = "; ".join(f"{name} {result}" for name, result in failing.items())
+        return error_response(503, "not_ready", message)
+    return Health(status="ok", checks=checks)

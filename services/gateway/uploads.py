@@ -1,0 +1,277 @@
+"""Ingest: check every uploaded file, store new originals + thumbnails, write rows, enqueue.
+
+Order matters: nothing is stored unless every file is good; blobs are durable before the row
+that points at them; a row is enqueued only once committed; a failed enqueue marks the rows
+`failed`, so a re-upload (which resets `failed` images) retries them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Protocol
+
+import anyio
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.gateway.images import status_url
+from shared.config import Settings
+from shared.db import ImageRecord, ImageStatus
+from shared.errors import (
+    BadRequest,
+    CapsearchError,
+    DependencyUnavailable,
+    InvalidImage,
+    PayloadTooLarge,
+    ValidationFailed,
+)
+from shared.images import CONTENT_TYPES, check_image, make_thumbnail
+from shared.queue import CaptionQueue
+from shared.schemas import UploadItem, UploadResponse
+from shared.storage import BlobStore, original_key, thumbnail_key
+
+log = logging.getLogger(__name__)
+
+Factory = sessionmaker[Session]
+
+
+class UploadSource(Protocol):
+    """An uploaded file that can be re-read (FastAPI's UploadFile is one)."""
+
+    filename: str | None
+
+    async def read(self, size: int = -1) -> bytes: ...
+
+    async def seek(self, offset: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class CheckedUpload:
+    """An upload that decodes as an allowed image within the caps (its bytes stay spooled)."""
+
+    upload: UploadSource
+    name: str  # for messages: the filename, or its position when it has none
+    filename: str
+    sha256: str
+    format: str
+    width: int
+    height: int
+    size_bytes: int
+    thumbnail: bytes
+
+
+@dataclass(frozen=True)
+class Stored:
+    id: int
+    status: str
+    duplicate: bool
+
+
+def printable(text: str) -> str:
+    """Without control characters or lone surrogates (Postgres refuses NUL in text)."""
+    return "".join(ch for ch in text if ch.isprintable()).strip()
+
+
+def clean_filename(name: str | None) -> str:
+    """The client's base name only, printable, bounded to fit the column."""
+    return printable((name or "").replace("\\", "/").rsplit("/", 1)[-1])[:255]
+
+
+def clean_source(source: str) -> str:
+    return printable(source)[:1024] or "upload"
+
+
+async def read_capped(upload: UploadSource, *, name: str, max_bytes: int) -> bytes:
+    """The whole file, reading at most max_bytes + 1 so an oversized one is never buffered."""
+    await upload.seek(0)
+    data = await upload.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise PayloadTooLarge(f"{name}: the file is larger than the limit of {max_bytes} bytes")
+    return data
+
+
+def check_named(data: bytes, *, name: str, settings: Settings) -> tuple[str, str, int, int, bytes]:
+    """check_image + a thumbnail; errors name the file. Returns sha, format, w, h, thumbnail."""
+    try:
+        img = check_image(data, max_bytes=settings.max_upload_bytes,
+                          max_pixels=settings.max_pixels)
+    except CapsearchError as exc:
+        raise type(exc)(f"{name}: {exc.message}", code=exc.code) from None
+    try:
+        thumb = make_thumbnail(data, settings.thumbnail_px)
+    except (OSError, ValueError) as exc:
+        raise InvalidImage(f"{name}: cannot make a thumbnail: {exc}") from None
+    return img.sha256, img.format, img.width, img.height, thumb
+
+
+async def validate_uploads(*, uploads: Sequence[UploadSource], settings: Settings
+                           ) -> list[CheckedUpload]:
+    """Check every file (decode in the thread pool); the first bad one raises, naming it."""
+    if not uploads:
+        raise ValidationFailed("files: at least one file is required")
+    if len(uploads) > settings.max_files_per_request:
+        raise BadRequest(f"files: {len(uploads)} files; the limit is "
+                         f"{settings.max_files_per_request} per request", code="too_many_files")
+    checked = []
+    for position, upload in enumerate(uploads, start=1):
+        filename = clean_filename(upload.filename)
+        name = filename or f"file #{position}"
+        data = await read_capped(upload, name=name, max_bytes=settings.max_upload_bytes)
+        sha, fmt, width, height, thumb = await anyio.to_thread.run_sync(
+            partial(check_named, data, name=name, settings=settings))
+        checked.append(CheckedUpload(upload=upload, name=name, filename=filename, sha256=sha,
+                                     format=fmt,
+                                     width=width, height=height, size_bytes=len(data),
+                                     thumbnail=thumb))
+    return checked
+
+
+# ---- blocking steps (run in the thread pool) ---------------------------------------------------
+
+
+def find_existing(factory: Factory, shas: Sequence[str]) -> dict[str, Stored]:
+    with factory() as session:
+        rows = session.execute(select(ImageRecord.sha256, ImageRecord.id, ImageRecord.status)
+                               .where(ImageRecord.sha256.in_(list(shas))))
+        return {sha: Stored(id=i, status=status, duplicate=True) for sha, i, status in rows}
+
+
+def put_blobs(store: BlobStore, item: CheckedUpload, data: bytes) -> None:
+    store.put(original_key(item.sha256), data, CONTENT_TYPES[item.format])
+    store.put(thumbnail_key(item.sha256), item.thumbnail, "image/jpeg")
+
+
+def _row(item: CheckedUpload, source: str) -> ImageRecord:
+    return ImageRecord(sha256=item.sha256, filename=item.filename, source=source,
+                       format=item.format, width=item.width, height=item.height,
+                       size_bytes=item.size_bytes, status=ImageStatus.pending.value)
+
+
+def insert_rows(factory: Factory, items: Sequence[CheckedUpload], source: str
+                ) -> dict[str, Stored]:
+    """Insert pending rows in one transaction; on a sha256 race, row by row (loser = duplicate)."""
+    try:
+        with factory() as session, session.begin():
+            rows = [_row(item, source) for item in items]
+            session.add_all(rows)
+            session.flush()
+            out = {r.sha256: Stored(id=r.id, status=r.status, duplicate=False) for r in rows}
+        return out
+    except IntegrityError:
+        log.info("concurrent upload of the same bytes; inserting row by row")
+    out = {}
+    for item in items:
+        try:
+            with factory() as session, session.begin():
+                row = _row(item, source)
+                session.add(row)
+                session.flush()
+                out[item.sha256] = Stored(id=row.id, status=row.status, duplicate=False)
+        except IntegrityError:
+            winner = find_existing(factory, [item.sha256]).get(item.sha256)
+            if winner is None:  # some other constraint failed
+                raise
+            out[item.sha256] = winner
+    return out
+
+
+def discard_orphans(factory: Factory, store: BlobStore, shas: Sequence[str]) -> None:
+    """Delete the blobs of shas that no row points at (after a failed insert)."""
+    try:
+        owned = set(find_existing(factory, shas))
+    except Exception:  # the database is what failed; a concurrent owner is very unlikely
+        owned = set()
+    for sha in set(shas) - owned:
+        for key in (original_key(sha), thumbnail_key(sha)):
+            try:
+                store.delete(key)
+            except Exception as exc:
+                log.warning("could not delete orphan blob %s: %s", key, exc)
+
+
+def reset_failed(factory: Factory, ids: Sequence[int]) -> list[int]:
+    """Put `failed` images back to `pending` for another try; the ids actually reset."""
+    if not ids:
+        return []
+    with factory() as session, session.begin():
+        result = session.execute(
+            update(ImageRecord)
+            .where(ImageRecord.id.in_(list(ids)), ImageRecord.status == ImageStatus.failed.value)
+            .values(status=ImageStatus.pending.value, error=None, attempts=0)
+            .returning(ImageRecord.id))
+        return [int(i) for i in result.scalars()]
+
+
+def mark_failed(factory: Factory, ids: Sequence[int], reason: str) -> None:
+    with factory() as session, session.begin():
+        session.execute(update(ImageRecord).where(ImageRecord.id.in_(list(ids)))
+                        .values(status=ImageStatus.failed.value, error=reason))
+
+
+# ---- the pipeline ------------------------------------------------------------------------------
+
+
+async def store_new(*, items: Sequence[CheckedUpload], source: str, settings: Settings,
+                    factory: Factory, store: BlobStore) -> dict[str, Stored]:
+    """Blobs first, then rows; if anything fails, no blob is left without a row."""
+    try:
+        for item in items:
+            data = await read_capped(item.upload, name=item.name,
+                                     max_bytes=settings.max_upload_bytes)
+            await anyio.to_thread.run_sync(put_blobs, store, item, data)
+        return await anyio.to_thread.run_sync(insert_rows, factory, items, source)
+    except Exception:
+        await anyio.to_thread.run_sync(discard_orphans, factory, store,
+                                       [item.sha256 for item in items])
+        raise
+
+
+async def enqueue(*, ids: Sequence[int], factory: Factory, queue: CaptionQueue) -> None:
+    """Hand ids to captioning; if the queue refuses, mark them failed so a re-upload retries."""
+    if not ids:
+        return
+    try:
+        await anyio.to_thread.run_sync(queue.enqueue, list(ids))
+    except Exception as exc:
+        reason = f"could not enqueue for captioning: {exc}"
+        try:
+            await anyio.to_thread.run_sync(mark_failed, factory, ids, reason)
+        except Exception:
+            log.exception("could not mark images %s failed", list(ids))
+        if isinstance(exc, CapsearchError):
+            raise
+        raise DependencyUnavailable(f"the caption queue is unavailable: {exc}") from exc
+
+
+async def ingest_uploads(*, uploads: Sequence[UploadSource], source: str, settings: Settings,
+                         factory: Factory, store: BlobStore, queue: CaptionQueue
+                         ) -> UploadResponse:
+    """Check all, dedupe by sha256, store the new ones, enqueue them; one item per upload."""
+    checked = await validate_uploads(uploads=uploads, settings=settings)
+    source = clean_source(source)
+    first: dict[str, CheckedUpload] = {}
+    for item in checked:
+        first.setdefault(item.sha256, item)
+    outcome = await anyio.to_thread.run_sync(find_existing, factory, list(first))
+    new = [item for sha, item in first.items() if sha not in outcome]
+    if new:
+        outcome |= await store_new(items=new, source=source, settings=settings,
+                                   factory=factory, store=store)
+    was_failed = [s.id for s in outcome.values() if s.status == ImageStatus.failed.value]
+    retried = set(await anyio.to_thread.run_sync(reset_failed, factory, was_failed))
+    fresh = [s.id for s in outcome.values() if not s.duplicate]
+    await enqueue(ids=fresh + sorted(retried), factory=factory, queue=queue)
+
+    items, seen = [], set()
+    for item in checked:
+        stored = outcome[item.sha256]
+        status = ImageStatus.pending.value if stored.id in retried else stored.status
+        items.append(UploadItem(id=stored.id, filename=item.filename, status=status,
+                                duplicate=stored.duplicate or item.sha256 in seen,
+                                status_url=status_url(stored.id)))
+        seen.add(item.sha256)
+    return UploadResponse(images=items)

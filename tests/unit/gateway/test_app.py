@@ -1,0 +1,32 @@
+"""create_app without a context: the lifespan builds the production one and closes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from services.gateway.app import create_app, upload_body_limit
+from services.gateway.deps import GatewayContext
+from shared.clients import AsyncHttpEncoderClient, AsyncHttpIndexClient
+from shared.config import Settings
+from shared.queue import CeleryCaptionQueue
+from shared.storage import LocalBlobStore
+
+
+def test_lifespan_builds_the_production_context_from_settings(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "state")
+    with TestClient(create_app(settings)) as client:
+        context = client.app.state.context  # type: ignore[attr-defined]
+        assert isinstance(context, GatewayContext)
+        assert isinstance(context.store, LocalBlobStore)
+        assert isinstance(context.encoder, AsyncHttpEncoderClient)
+        assert isinstance(context.index, AsyncHttpIndexClient)
+        assert isinstance(context.queue, CeleryCaptionQueue)
+        assert client.get("/readyz").status_code == 200
+    assert (tmp_path / "state" / "capsearch.db").is_file()
+
+
+def test_upload_body_limit_allows_every_file_at_its_cap() -> None:
+    settings = Settings(max_upload_bytes=1_000, max_files_per_request=3)
+    assert upload_body_limit(settings) > 3 * 1_000
