@@ -1,0 +1,93 @@
+"""The search service's FastAPI app: the index in memory, loaded from the database at start-up."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import Engine
+
+from services.search.deps import BlockingWork
+from services.search.routes import router
+from services.search.service import IndexService
+from shared.config import Settings, get_settings
+from shared.db import create_schema, make_engine, make_session_factory
+from shared.web import install_error_handlers, install_request_context
+
+log = logging.getLogger(__name__)
+
+_RETRY_MAX_S = 30.0
+
+
+class IndexLoader:
+    """Loads the index in a background thread, retrying while the database is not up yet.
+
+    Liveness (`/healthz`) answers at once; readiness (`/readyz`) waits for the load.
+    """
+
+    def __init__(self, app: FastAPI, engine: Engine | None) -> None:
+        self._app = app
+        self._engine = engine
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="index-loader", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        service: IndexService = self._app.state.service
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                if self._engine is not None:
+                    create_schema(self._engine)
+                service.load()
+                self._app.state.load_error = None
+                return
+            except Exception as exc:
+                self._app.state.load_error = f"{type(exc).__name__}: {exc}"[:500]
+                log.warning("loading the index failed (retrying in %.1f s): %s", delay, exc)
+            self._stop.wait(delay)
+            delay = min(delay * 2, _RETRY_MAX_S)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    engine: Engine | None = None
+    if app.state.service is None:
+        if settings.database_url is None:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.sqlalchemy_url)
+        app.state.service = IndexService(settings, make_session_factory(engine))
+    app.state.work = BlockingWork()
+    loader = IndexLoader(app, engine) if not app.state.service.loaded else None
+    if loader is not None:
+        loader.start()
+    try:
+        yield
+    finally:
+        if loader is not None:
+            loader.stop()
+        app.state.work.shutdown()
+        if engine is not None:
+            engine.dispose()
+
+
+def create_app(settings: Settings | None = None, service: IndexService | None = None) -> FastAPI:
+    """The search service; pass a service (loaded or not) to skip building one from settings."""
+    app = FastAPI(title="capsearch search", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings or get_settings()
+    app.state.service = service
+    app.state.load_error = None
+    install_error_handlers(app)
+    install_request_context(app)
+    app.include_router(router)
+    return app

@@ -1,0 +1,159 @@
+"""Posting lists: contiguous float32 matrices of unit vectors plus their int64 ids.
+
+Concurrency: mutations take a lock and publish a new immutable snapshot (a tuple of per-list
+views) by reference; a query reads the snapshot once and scans it without any lock. A list only
+ever appends past the rows a snapshot can see, and a removal copies the list, so a snapshot
+never changes under a reader.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+IdArray = NDArray[np.int64]
+Matrix = NDArray[np.float32]
+ListView = tuple[Matrix, IdArray]
+
+
+def unit_rows(vectors: ArrayLike, dim: int) -> Matrix:
+    """A C-contiguous float32 (n, dim) matrix of L2-normalised rows."""
+    m = np.asarray(vectors, dtype=np.float32)
+    if m.ndim == 1:
+        m = m.reshape(1, -1)
+    if m.ndim != 2 or m.shape[1] != dim:
+        raise ValueError(f"expected vectors of {dim} dims, got shape {m.shape}")
+    norms = np.linalg.norm(m, axis=1, keepdims=True)
+    return np.ascontiguousarray(m / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+def as_ids(ids: ArrayLike) -> IdArray:
+    return np.ascontiguousarray(np.asarray(ids, dtype=np.int64).ravel())
+
+
+def top_k(scores: NDArray[np.float32], ids: IdArray, k: int
+          ) -> tuple[IdArray, NDArray[np.float32]]:
+    """The k best (id, score) pairs, best first; ties broken by id so results are stable."""
+    n = scores.shape[0]
+    if n == 0 or k <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+    cand = np.argpartition(-scores, k - 1)[:k] if k < n else np.arange(n)
+    order = cand[np.lexsort((ids[cand], -scores[cand]))]
+    return ids[order], scores[order].astype(np.float32, copy=False)
+
+
+class _PostingList:
+    """One contiguous float32 matrix and its ids; rows below `n` are never written again."""
+
+    __slots__ = ("_vectors", "_ids", "_n")
+
+    def __init__(self, dim: int) -> None:
+        self._vectors: Matrix = np.zeros((0, dim), dtype=np.float32)
+        self._ids: IdArray = np.zeros(0, dtype=np.int64)
+        self._n = 0
+
+    def view(self) -> ListView:
+        return self._vectors[: self._n], self._ids[: self._n]
+
+    def append(self, ids: IdArray, vectors: Matrix) -> None:
+        need = self._n + ids.shape[0]
+        if need > self._ids.shape[0]:
+            # grow geometrically into fresh buffers; old snapshots keep the old ones
+            cap = max(need, 2 * self._ids.shape[0], 16)
+            grown_v = np.empty((cap, self._vectors.shape[1]), dtype=np.float32)
+            grown_i = np.empty(cap, dtype=np.int64)
+            grown_v[: self._n] = self._vectors[: self._n]
+            grown_i[: self._n] = self._ids[: self._n]
+            self._vectors, self._ids = grown_v, grown_i
+        self._vectors[self._n:need] = vectors
+        self._ids[self._n:need] = ids
+        self._n = need
+
+    def discard(self, drop: IdArray) -> None:
+        # copy-on-write into buffers of the same capacity: a snapshot may be scanning the
+        # current rows, and a replaced id is usually appended again right after
+        keep = np.flatnonzero(~np.isin(self._ids[: self._n], drop))
+        vectors = np.empty_like(self._vectors)
+        ids = np.empty_like(self._ids)
+        np.take(self._vectors, keep, axis=0, out=vectors[: keep.shape[0]])
+        np.take(self._ids, keep, out=ids[: keep.shape[0]])
+        self._vectors, self._ids, self._n = vectors, ids, int(keep.shape[0])
+
+
+class PostingLists:
+    """K posting lists plus where each id lives; every id is in at most one list."""
+
+    def __init__(self, dim: int, n_lists: int) -> None:
+        self.dim = dim
+        self._lock = threading.Lock()
+        self._lists = [_PostingList(dim) for _ in range(n_lists)]
+        self._where: dict[int, int] = {}
+        self._views = [pl.view() for pl in self._lists]
+        self._snapshot: tuple[ListView, ...] = tuple(self._views)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, image_id: object) -> bool:
+        return image_id in self._where
+
+    def snapshot(self) -> tuple[ListView, ...]:
+        """The current, immutable state: one (vectors, ids) view per list."""
+        return self._snapshot
+
+    def lists_of(self, ids: IdArray) -> IdArray:
+        where = self._where
+        return np.fromiter((where.get(i, -1) for i in ids.tolist()), dtype=np.int64,
+                           count=ids.shape[0])
+
+    def upsert(self, ids: IdArray, vectors: Matrix, lists: IdArray) -> None:
+        """Put each id in its list; an id already present anywhere is replaced, not duplicated."""
+        ids, vectors, lists = _last_wins(ids, vectors, lists)
+        with self._lock:
+            touched = self._discard(ids)
+            order = np.argsort(lists, kind="stable")
+            bounds = np.flatnonzero(np.diff(lists[order])) + 1
+            for sel in np.split(order, bounds):
+                if sel.size:
+                    target = int(lists[sel[0]])
+                    self._lists[target].append(ids[sel], vectors[sel])
+                    touched.add(target)
+            self._where.update(zip(ids.tolist(), lists.tolist(), strict=True))
+            self._publish(touched)
+
+    def remove(self, ids: IdArray) -> int:
+        with self._lock:
+            present = [i for i in dict.fromkeys(ids.tolist()) if i in self._where]
+            touched = self._discard(np.asarray(present, dtype=np.int64))
+            for i in present:
+                del self._where[i]
+            self._publish(touched)
+            return len(present)
+
+    def _discard(self, ids: IdArray) -> set[int]:
+        """Take ids out of their lists (not out of `_where`); the lists touched."""
+        by_list: dict[int, list[int]] = {}
+        for i in ids.tolist():
+            where = self._where.get(i)
+            if where is not None:
+                by_list.setdefault(where, []).append(i)
+        for where, drop in by_list.items():
+            self._lists[where].discard(np.asarray(drop, dtype=np.int64))
+        return set(by_list)
+
+    def _publish(self, touched: set[int]) -> None:
+        for t in touched:
+            self._views[t] = self._lists[t].view()
+        self._snapshot = tuple(self._views)  # one reference swap: readers see all or nothing
+
+
+def _last_wins(ids: IdArray, vectors: Matrix, lists: IdArray
+               ) -> tuple[IdArray, Matrix, IdArray]:
+    """Drop earlier repeats of an id within one batch (the last vector is the current one)."""
+    if np.unique(ids).shape[0] == ids.shape[0]:
+        return ids, vectors, lists
+    _, first_from_end = np.unique(ids[::-1], return_index=True)
+    keep = np.sort(ids.shape[0] - 1 - first_from_end)
+    return ids[keep], vectors[keep], lists[keep]

@@ -1,0 +1,65 @@
+"""The search service's HTTP routes: validate, hand the work to the pool, return a schema."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from services.search.deps import ServiceDep, WorkDep
+from services.search.validation import as_matrix
+from shared.schemas import (
+    Health,
+    IndexAddRequest,
+    IndexChangeResponse,
+    IndexRemoveRequest,
+    IndexStats,
+    RebuildResponse,
+    SearchRequest,
+    SearchResponse,
+)
+
+router = APIRouter()
+
+
+@router.post("/v1/search", response_model=SearchResponse)
+async def search(body: SearchRequest, service: ServiceDep, work: WorkDep) -> SearchResponse:
+    return await work.run(lambda: service.search(as_matrix(body.vector), body.k, body.nprobe))
+
+
+@router.post("/v1/index/add", response_model=IndexChangeResponse)
+async def add(body: IndexAddRequest, service: ServiceDep, work: WorkDep) -> IndexChangeResponse:
+    def _add() -> IndexChangeResponse:
+        vectors = as_matrix([item.vector for item in body.items], rows=len(body.items))
+        return service.add([item.image_id for item in body.items], vectors)
+
+    return await work.run(_add)
+
+
+@router.post("/v1/index/remove", response_model=IndexChangeResponse)
+async def remove(body: IndexRemoveRequest, service: ServiceDep, work: WorkDep
+                 ) -> IndexChangeResponse:
+    return await work.run(service.remove, body.image_ids)
+
+
+@router.post("/v1/index/rebuild", response_model=RebuildResponse)
+async def rebuild(service: ServiceDep, work: WorkDep) -> RebuildResponse:
+    return await work.run(service.rebuild)
+
+
+@router.get("/v1/index/stats", response_model=IndexStats)
+async def stats(service: ServiceDep) -> IndexStats:
+    return service.stats()
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health)
+async def readyz(request: Request, service: ServiceDep) -> Health | JSONResponse:
+    if service.loaded:
+        return Health(status="ready", checks={"index": "loaded"})
+    problem = getattr(request.app.state, "load_error", None)
+    body = Health(status="loading", checks={"index": problem or "loading"})
+    return JSONResponse(status_code=503, content=body.model_dump())
