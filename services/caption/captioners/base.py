@@ -1,0 +1,102 @@
+"""The captioner interface (`caption(images) -> list[str]`, batched) and its registry by name."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from PIL import Image
+
+from shared.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Captioner:
+    """Base of every captioner: `load()` → `_load()`, `caption()` → `_caption()` per batch.
+
+    `name` is what captions are stored under; `version` changes whenever the same name would
+    write different captions (new weights, new rule), so stale captions can be found.
+    """
+
+    name: str = ""
+    version: str = ""
+
+    def __init__(self, *, batch_size: int = 16) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.batch_size = batch_size
+        self._loaded = False
+        self._load_lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def load(self) -> None:
+        """Load the weights once (thread-safe; later calls return at once)."""
+        with self._load_lock:
+            if self._loaded:
+                return
+            start = time.perf_counter()
+            self._load()
+            self._loaded = True
+        log.info("captioner %s (%s) loaded in %.2f s", self.name, self.version,
+                 time.perf_counter() - start)
+
+    def caption(self, images: Sequence[Image.Image]) -> list[str]:
+        """One caption per RGB image, in order; batches of at most `batch_size`."""
+        self.load()
+        captions: list[str] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = list(images[start:start + self.batch_size])
+            out = self._caption(batch)
+            if len(out) != len(batch):
+                raise RuntimeError(f"{self.name} returned {len(out)} captions for {len(batch)}")
+            captions.extend(out)
+        return captions
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Captioner:
+        """Build from settings; subclasses with more knobs override this."""
+        return cls(batch_size=settings.caption_batch_size)
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _caption(self, batch: list[Image.Image]) -> list[str]:
+        raise NotImplementedError
+
+
+C = TypeVar("C", bound=type[Captioner])
+_REGISTRY: dict[str, type[Captioner]] = {}
+
+
+def register_captioner(name: str) -> Callable[[C], C]:
+    """Class decorator: make a `Captioner` subclass buildable by `name`."""
+
+    def decorate(cls: C) -> C:
+        if _REGISTRY.get(name, cls) is not cls:
+            raise ValueError(f"captioner {name!r} is already registered")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def available_captioners() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build_captioner(name: str, settings: Settings) -> Captioner:
+    """The captioner registered as `name`, built from settings (not yet loaded)."""
+    try:
+        cls = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown captioner {name!r}; available: "
+                         f"{', '.join(available_captioners()) or 'none'}") from None
+    return cls.from_settings(settings)

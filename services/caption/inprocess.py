@@ -1,0 +1,126 @@
+"""The embedded mode's caption worker: one background thread, no broker.
+
+Ids are queued in memory; the images themselves are already durable as `pending` rows, so
+`start()` re-queues whatever a previous process left `pending` or `captioned` (crash recovery).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from services.caption.pipeline import (
+    TRANSIENT_ERRORS,
+    PipelineDeps,
+    caption_images,
+    mark_unfinished_failed,
+)
+from shared.db import ImageRecord, ImageStatus
+from shared.errors import DependencyUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class InProcessCaptionQueue:
+    """A `CaptionQueue` whose worker thread runs `caption_images` on micro-batches."""
+
+    def __init__(self, deps: PipelineDeps, *, max_retries: int | None = None,
+                 backoff_s: float = 0.5, backoff_max_s: float = 30.0) -> None:
+        self._deps = deps
+        self._batch_size = deps.settings.caption_batch_size
+        self._max_retries = (deps.settings.worker_max_retries if max_retries is None
+                             else max_retries)
+        self._backoff_s = backoff_s
+        self._backoff_max_s = backoff_max_s
+        self._queued: dict[int, None] = {}  # an ordered set: first queued, first captioned
+        self._in_flight = 0
+        self._cond = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Re-queue the images a previous process left unfinished, then start the thread."""
+        if self._thread is not None:
+            return
+        with self._deps.session_factory() as session:
+            leftover = session.scalars(
+                select(ImageRecord.id)
+                .where(ImageRecord.status.in_([ImageStatus.pending.value,
+                                               ImageStatus.captioned.value]))
+                .order_by(ImageRecord.id)
+            ).all()
+        if leftover:
+            log.info("re-queueing %d images left unfinished", len(leftover))
+            self.enqueue(leftover)
+        self._thread = threading.Thread(target=self._run, name="caption-worker", daemon=True)
+        self._thread.start()
+
+    def enqueue(self, image_ids: Sequence[int]) -> None:
+        if self._stop.is_set():
+            raise DependencyUnavailable("the caption queue is closed")
+        with self._cond:
+            self._queued.update(dict.fromkeys(int(i) for i in image_ids))
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until everything queued so far is processed; False if `timeout` ran out."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queued and not self._in_flight,
+                                       timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop after the batch in progress; what is still queued stays `pending` in the DB."""
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("the caption worker did not stop within %.0f s", timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queued or self._stop.is_set())
+                if self._stop.is_set():
+                    return
+                batch = list(self._queued)[:self._batch_size]
+                for image_id in batch:
+                    del self._queued[image_id]
+                self._in_flight = len(batch)
+            try:
+                self._process(batch)
+            finally:
+                with self._cond:
+                    self._in_flight = 0
+                    self._cond.notify_all()
+
+    def _process(self, batch: list[int]) -> None:
+        """One batch with retries on transient errors; anything else fails the batch at once."""
+        for attempt in range(self._max_retries + 1):
+            try:
+                caption_images(batch, deps=self._deps)
+                return
+            except TRANSIENT_ERRORS as exc:
+                if attempt == self._max_retries:
+                    self._give_up(batch, exc, attempt + 1)
+                    return
+                delay = min(self._backoff_max_s, self._backoff_s * 2 ** attempt)
+                log.warning("caption batch failed (try %d), retrying in %.1f s: %s",
+                            attempt + 1, delay, exc)
+                if self._stop.wait(delay):
+                    return  # closing: the images stay pending and are re-queued on start
+            except Exception as exc:
+                log.exception("caption batch failed")
+                self._give_up(batch, exc, attempt + 1)
+                return
+
+    def _give_up(self, batch: list[int], exc: Exception, tries: int) -> None:
+        reason = f"captioning gave up after {tries} tries: {type(exc).__name__}: {exc}"
+        try:
+            mark_unfinished_failed(self._deps.session_factory, batch, reason)
+        except Exception:
+            log.exception("could not mark images %s failed", batch)

@@ -1,0 +1,282 @@
+"""Ingest stages as plain functions: read bytes → decode → caption → encode → store → index.
+
+`caption_images` runs them over one micro-batch of image ids; Celery (`worker.py`) and the
+in-process queue (`inprocess.py`) are only transport around it. The batch is idempotent:
+images already `indexed` or gone are skipped, and an image whose caption vector is already
+stored (a batch that died after storing) goes straight to the index without a new CNN pass.
+
+A problem with one image (blob missing, bytes that do not decode) marks only that image
+`failed`; a problem with a dependency (`TRANSIENT_ERRORS`) propagates so the caller retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from PIL import Image
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.caption.captioners.base import Captioner
+from shared.clients import IndexClient, TextEncoderClient
+from shared.config import Settings
+from shared.db import Caption, Embedding, ImageRecord, ImageStatus
+from shared.errors import DependencyError, NotFound
+from shared.images import decode_rgb
+from shared.storage import BlobStore, original_key
+from shared.vectors import from_bytes, to_bytes
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_KIND = "caption"
+# worth a retry of the whole batch: a dependency or the database is down or slow, or an image
+# was deleted while its batch ran (a foreign-key violation; the retry no longer sees it)
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (DependencyError, OperationalError,
+                                                 IntegrityError)
+MAX_ERROR_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class PipelineDeps:
+    """Everything the stages need; built once per worker process."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    store: BlobStore
+    captioner: Captioner
+    encoder: TextEncoderClient
+    index: IndexClient
+
+
+@dataclass
+class BatchReport:
+    """What one call of `caption_images` did, and how long each stage took (seconds)."""
+
+    indexed: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
+    captions: dict[int, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    image_id: int
+    sha256: str
+
+
+# ---- stages ------------------------------------------------------------------------------------
+
+
+def load_work(session_factory: sessionmaker[Session], image_ids: Sequence[int]
+              ) -> tuple[list[WorkItem], list[int]]:
+    """The images still to do, in the asked order, and the ids skipped (gone or indexed)."""
+    wanted = list(dict.fromkeys(int(i) for i in image_ids))
+    with session_factory() as session:
+        rows = session.execute(
+            select(ImageRecord.id, ImageRecord.sha256, ImageRecord.status)
+            .where(ImageRecord.id.in_(wanted))
+        ).all()
+    found = {row.id: row for row in rows}
+    todo = [WorkItem(i, found[i].sha256) for i in wanted
+            if i in found and found[i].status != ImageStatus.indexed]
+    skipped = [i for i in wanted if i not in found or found[i].status == ImageStatus.indexed]
+    return todo, skipped
+
+
+def load_stored_vectors(session_factory: sessionmaker[Session], image_ids: Sequence[int],
+                        model: str) -> dict[int, NDArray[np.float32]]:
+    """Caption vectors already stored for these images (left by a batch that died later)."""
+    if not image_ids:
+        return {}
+    with session_factory() as session:
+        rows = session.execute(
+            select(Embedding.image_id, Embedding.dim, Embedding.vector).where(
+                Embedding.image_id.in_(list(image_ids)),
+                Embedding.kind == EMBEDDING_KIND,
+                Embedding.model == model,
+            )
+        ).all()
+    return {row.image_id: from_bytes(row.vector, row.dim) for row in rows}
+
+
+def read_originals(store: BlobStore, items: Sequence[WorkItem]
+                   ) -> tuple[dict[int, bytes], dict[int, str]]:
+    """Original bytes by image id, and the images whose blob is missing (permanent)."""
+    blobs: dict[int, bytes] = {}
+    failures: dict[int, str] = {}
+    for item in items:
+        try:
+            blobs[item.image_id] = store.get(original_key(item.sha256))
+        except NotFound:
+            failures[item.image_id] = f"the original ({original_key(item.sha256)}) is missing"
+    return blobs, failures
+
+
+def decode_images(blobs: dict[int, bytes]) -> tuple[dict[int, Image.Image], dict[int, str]]:
+    """Upright RGB images by id, and the images whose bytes do not decode (permanent)."""
+    images: dict[int, Image.Image] = {}
+    failures: dict[int, str] = {}
+    for image_id, data in blobs.items():
+        try:
+            images[image_id] = decode_rgb(data)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            failures[image_id] = f"the image does not decode: {type(exc).__name__}: {exc}"
+    return images, failures
+
+
+def encode_captions(encoder: TextEncoderClient, texts: Sequence[str]) -> NDArray[np.float32]:
+    """One encoder call for the whole batch; a malformed answer counts as a dependency error."""
+    vectors = np.asarray(encoder.encode(list(texts)), dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+        raise DependencyError(f"the encoder returned shape {vectors.shape} "
+                              f"for {len(texts)} texts")
+    return vectors
+
+
+def store_results(session_factory: sessionmaker[Session], *, captions: dict[int, str],
+                  vectors: NDArray[np.float32], captioner: Captioner, embedding_model: str,
+                  failures: dict[int, str]) -> None:
+    """In one transaction: upsert captions and vectors, mark them captioned, mark failures."""
+    ids = list(captions)
+    with session_factory.begin() as session:
+        if ids:
+            _upsert(session, Caption, ["image_id", "model"], [
+                {"image_id": i, "text": captions[i], "model": captioner.name,
+                 "model_version": captioner.version} for i in ids])
+            _upsert(session, Embedding, ["image_id", "kind", "model"], [
+                {"image_id": i, "kind": EMBEDDING_KIND, "model": embedding_model,
+                 "dim": int(vec.shape[0]), "vector": to_bytes(vec)}
+                for i, vec in zip(ids, vectors, strict=True)])
+            session.execute(update(ImageRecord).where(ImageRecord.id.in_(ids)).values(
+                status=ImageStatus.captioned.value, error=None,
+                attempts=ImageRecord.attempts + 1))
+        _mark_failed(session, failures)
+
+
+def add_to_index(index: IndexClient, image_ids: Sequence[int],
+                 vectors: NDArray[np.float32]) -> None:
+    """One call hands the whole batch to the search index."""
+    index.add(list(image_ids), vectors)
+
+
+def mark_indexed(session_factory: sessionmaker[Session], image_ids: Sequence[int]) -> None:
+    with session_factory.begin() as session:
+        session.execute(update(ImageRecord).where(ImageRecord.id.in_(list(image_ids)))
+                        .values(status=ImageStatus.indexed.value, error=None))
+
+
+def mark_failed(session_factory: sessionmaker[Session], failures: dict[int, str]) -> None:
+    """Mark each image failed with its own reason (one bulk statement)."""
+    with session_factory.begin() as session:
+        _mark_failed(session, failures)
+
+
+def mark_unfinished_failed(session_factory: sessionmaker[Session], image_ids: Sequence[int],
+                           reason: str) -> int:
+    """When retries are exhausted: every image of the batch not yet indexed becomes failed."""
+    with session_factory.begin() as session:
+        result = session.execute(
+            update(ImageRecord)
+            .where(ImageRecord.id.in_([int(i) for i in image_ids]),
+                   ImageRecord.status != ImageStatus.indexed.value)
+            .values(status=ImageStatus.failed.value, error=reason[:MAX_ERROR_CHARS],
+                    attempts=ImageRecord.attempts + 1))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+# ---- the batch -------------------------------------------------------------------------------
+
+
+def caption_images(image_ids: Sequence[int], *, deps: PipelineDeps) -> BatchReport:
+    """Caption, embed, store and index one micro-batch of images (idempotent)."""
+    report = BatchReport()
+    with report.timed("load"):
+        items, report.skipped = load_work(deps.session_factory, image_ids)
+        stored = load_stored_vectors(deps.session_factory, [i.image_id for i in items],
+                                     deps.settings.embedding_model)
+    fresh = [item for item in items if item.image_id not in stored]
+    with report.timed("read"):
+        blobs, report.failed = read_originals(deps.store, fresh)
+    with report.timed("decode"):
+        images, bad = decode_images(blobs)
+        report.failed.update(bad)
+    ids = list(images)
+    vectors = np.zeros((0, 0), dtype=np.float32)
+    if ids:
+        with report.timed("caption"):
+            texts = deps.captioner.caption([images[i] for i in ids])
+        report.captions = dict(zip(ids, texts, strict=True))
+        with report.timed("encode"):
+            vectors = encode_captions(deps.encoder, texts)
+    if ids or report.failed:
+        with report.timed("store"):
+            store_results(deps.session_factory, captions=report.captions, vectors=vectors,
+                          captioner=deps.captioner,
+                          embedding_model=deps.settings.embedding_model,
+                          failures=report.failed)
+    to_index = list(stored) + ids
+    if to_index:
+        parts = [np.stack(list(stored.values()))] if stored else []
+        if ids:
+            parts.append(vectors)
+        with report.timed("index"):
+            add_to_index(deps.index, to_index, np.vstack(parts))
+            mark_indexed(deps.session_factory, to_index)
+        report.indexed = to_index
+    _log_report(len(image_ids), report)
+    return report
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _upsert(session: Session, model: type[Any], keys: list[str],
+            rows: list[dict[str, Any]]) -> None:
+    """INSERT … ON CONFLICT (keys) DO UPDATE for many rows in one statement (SQLite/Postgres)."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise NotImplementedError(f"no upsert for the {dialect} dialect")
+    stmt = insert(model)
+    updated = [column for column in rows[0] if column not in keys] + ["created_at"]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=keys, set_={column: stmt.excluded[column] for column in updated})
+    session.execute(stmt, rows)
+
+
+def _mark_failed(session: Session, failures: dict[int, str]) -> None:
+    if failures:
+        session.execute(update(ImageRecord), [
+            {"id": image_id, "status": ImageStatus.failed.value,
+             "error": reason[:MAX_ERROR_CHARS]} for image_id, reason in failures.items()])
+        session.execute(update(ImageRecord).where(ImageRecord.id.in_(list(failures)))
+                        .values(attempts=ImageRecord.attempts + 1))
+
+
+def _log_report(asked: int, report: BatchReport) -> None:
+    stages = " ".join(f"{stage}={seconds * 1000:.0f}ms"
+                      for stage, seconds in report.timings.items())
+    log.info("caption batch: %d asked, %d indexed, %d failed, %d skipped; %s",
+             asked, len(report.indexed), len(report.failed), len(report.skipped), stages)
+    for image_id, reason in report.failed.items():
+        log.warning("image %d failed: %s", image_id, reason)

@@ -1,0 +1,160 @@
+"""The Celery transport around the pipeline: the `capsearch.caption_images` task.
+
+The task takes image ids (never objects), builds its dependencies once per worker process on
+first use, retries transient failures with exponential backoff and, when it gives up, marks the
+images of its batch that are not indexed yet `failed` with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery import Celery, Task
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.caption.captioners import build_captioner
+from services.caption.pipeline import (
+    TRANSIENT_ERRORS,
+    PipelineDeps,
+    caption_images,
+    mark_unfinished_failed,
+)
+from shared.celery_app import CAPTION_TASK, make_celery
+from shared.clients import HttpEncoderClient, HttpIndexClient
+from shared.config import Settings, get_settings
+from shared.db import create_schema, make_engine, make_session_factory
+from shared.logging import request_id_var
+from shared.storage import make_blob_store
+
+log = logging.getLogger(__name__)
+
+RETRY_BACKOFF_MAX_S = 300
+
+
+class WorkerContext:
+    """What a worker process builds once: the database first (cheap), then the models."""
+
+    def __init__(self, settings: Settings,
+                 build_deps: Callable[[Settings, sessionmaker[Session]], PipelineDeps]
+                 | None = None) -> None:
+        self.settings = settings
+        self._build_deps = build_deps or build_worker_deps
+        self._session_factory: sessionmaker[Session] | None = None
+        self._deps: PipelineDeps | None = None
+        self._lock = threading.Lock()
+
+    def session_factory(self) -> sessionmaker[Session]:
+        with self._lock:
+            if self._session_factory is None:
+                if self.settings.database_url is None:  # the SQLite file under data_dir
+                    self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+                engine = make_engine(self.settings.sqlalchemy_url)
+                create_schema(engine)
+                self._session_factory = make_session_factory(engine)
+            return self._session_factory
+
+    def deps(self) -> PipelineDeps:
+        session_factory = self.session_factory()
+        with self._lock:
+            if self._deps is None:
+                self._deps = self._build_deps(self.settings, session_factory)
+            return self._deps
+
+
+def build_worker_deps(settings: Settings, session_factory: sessionmaker[Session]
+                      ) -> PipelineDeps:
+    """Stack mode: models in this process, encoder and index over HTTP, blobs from settings."""
+    captioner = build_captioner(settings.captioner, settings)
+    captioner.load()
+    return PipelineDeps(
+        settings=settings,
+        session_factory=session_factory,
+        store=make_blob_store(settings),
+        captioner=captioner,
+        encoder=HttpEncoderClient(settings.encoder_url, timeout=settings.http_timeout_s),
+        index=HttpIndexClient(settings.search_url, timeout=settings.http_timeout_s),
+    )
+
+
+def request_id_of(request: Any) -> str:
+    """The request id the gateway put in the task headers (protocol 2 lifts them onto request)."""
+    headers = getattr(request, "headers", None) or {}
+    rid = getattr(request, "request_id", None) or headers.get("request_id")
+    return str(rid or (request.id or "-")[:16])
+
+
+class CaptionTask(Task):  # type: ignore[misc]
+    """Base of the caption task: request id in the logs, start/end logged, give-up handled."""
+
+    worker_context: WorkerContext
+    autoretry_for = TRANSIENT_ERRORS
+    retry_backoff = 2
+    retry_backoff_max = RETRY_BACKOFF_MAX_S
+    retry_jitter = True
+
+    @contextmanager
+    def _request_context(self) -> Iterator[None]:
+        token = request_id_var.set(request_id_of(self.request))
+        try:
+            yield
+        finally:
+            request_id_var.reset(token)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with self._request_context():
+            log.info("task %s start (try %d)", self.name, self.request.retries + 1)
+            return super().__call__(*args, **kwargs)
+
+    def signature_from_request(self, request: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """The retry message: protocol 2 drops custom headers, so carry the request id on."""
+        signature = super().signature_from_request(request, *args, **kwargs)
+        headers = dict(signature.options.get("headers") or {})
+        headers["request_id"] = request_id_of(request if request is not None else self.request)
+        signature.options["headers"] = headers
+        return signature
+
+    def on_retry(self, exc: Exception, task_id: str, args: Any, kwargs: Any,
+                 einfo: Any) -> None:
+        with self._request_context():
+            log.warning("task %s retrying after try %d: %s", task_id, self.request.retries + 1,
+                        exc)
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any,
+                   einfo: Any) -> None:
+        image_ids = list(args[0] if args else kwargs.get("image_ids", []))
+        reason = (f"captioning gave up after {self.request.retries + 1} tries: "
+                  f"{type(exc).__name__}: {exc}")
+        with self._request_context():
+            try:
+                count = mark_unfinished_failed(self.worker_context.session_factory(), image_ids,
+                                               reason)
+                log.error("task %s failed; %d images marked failed: %s", task_id, count, reason)
+            except Exception:
+                log.exception("task %s failed and its images could not be marked failed", task_id)
+
+
+def register_caption_task(app: Celery, context: WorkerContext) -> Task:
+    """Add `capsearch.caption_images` to the app, bound to this process's context."""
+
+    @app.task(name=CAPTION_TASK, base=CaptionTask, bind=True, shared=False,
+              worker_context=context,
+              max_retries=context.settings.worker_max_retries)
+    def caption_images_task(self: CaptionTask, image_ids: list[int]) -> dict[str, int]:
+        report = caption_images([int(i) for i in image_ids], deps=self.worker_context.deps())
+        return {"indexed": len(report.indexed), "failed": len(report.failed),
+                "skipped": len(report.skipped)}
+
+    return caption_images_task  # type: ignore[no-any-return]
+
+
+def create_celery_app(settings: Settings | None = None,
+                      context: WorkerContext | None = None) -> Celery:
+    """The worker's Celery app with the caption task registered."""
+    settings = settings or get_settings()
+    app = make_celery(settings)
+    register_caption_task(app, context or WorkerContext(settings))
+    return app

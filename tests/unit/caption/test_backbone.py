@@ -1,0 +1,68 @@
+"""The EfficientNet-Lite0 backbone: preprocessing that reproduces ImageNet results."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from services.caption.captioners.backbone import (
+    CROP_SIZE,
+    EfficientNetBackbone,
+    imagenet_labels,
+    preprocess,
+)
+from services.caption.captioners.tags import TagsCaptioner
+from shared.images import decode_rgb
+from tests.unit.caption.conftest import datasets_dir
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def backbone(tags_captioner: TagsCaptioner) -> EfficientNetBackbone:
+    return tags_captioner.backbone
+
+
+def test_preprocessing_reproduces_imagenet_labels(backbone: EfficientNetBackbone) -> None:
+    folder = datasets_dir() / "imagenet-samples"
+    if not folder.is_dir():
+        pytest.skip(f"no ImageNet samples at {folder}")
+    with (folder / "labels.tsv").open() as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))[::10]  # 20 classes across the range
+    images = [decode_rgb((folder / "images" / row["file"]).read_bytes()) for row in rows]
+    top5 = backbone.forward(images).logits.topk(5).indices.tolist()
+    truth = [int(row["class_index"]) for row in rows]
+    top1_hits = sum(t == guesses[0] for t, guesses in zip(truth, top5, strict=True))
+    top5_hits = sum(t in guesses for t, guesses in zip(truth, top5, strict=True))
+    assert top5_hits >= 18, f"top-5 {top5_hits}/20"
+    assert top1_hits >= 14, f"top-1 {top1_hits}/20"
+
+
+def test_one_pass_gives_conv_features_and_logits(backbone: EfficientNetBackbone) -> None:
+    out = backbone.forward([Image.new("RGB", (320, 240), (120, 80, 40))] * 2)
+    assert tuple(out.features.shape) == (2, 1280, 7, 7)
+    assert tuple(out.logits.shape) == (2, 1000)
+    assert out.logits.dtype == torch.float32
+
+
+def test_preprocess_crops_any_aspect_ratio_to_224_in_minus_one_to_one() -> None:
+    for size in [(640, 480), (200, 900), (224, 224), (50, 60)]:
+        pixels = preprocess(Image.new("RGB", size, (255, 0, 128)))
+        assert pixels.shape == (3, CROP_SIZE, CROP_SIZE)
+        assert pixels.dtype == np.float32
+        np.testing.assert_allclose(pixels[:, 100, 100], [1.0, -1.0, 128 / 255 * 2 - 1], atol=1e-6)
+
+
+def test_preprocess_accepts_greyscale() -> None:
+    assert preprocess(Image.new("L", (300, 300), 7)).shape == (3, CROP_SIZE, CROP_SIZE)
+
+
+def test_imagenet_labels_are_1000_names_with_spaces() -> None:
+    labels = imagenet_labels()
+    assert len(labels) == 1000
+    assert labels[207] == "golden retriever"
+    assert not any("_" in label for label in labels)

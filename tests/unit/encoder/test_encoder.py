@@ -1,0 +1,90 @@
+"""BertTextEncoder: loading any BERT checkpoint dir, pooling, order, batching."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.encoder.encoder import BertTextEncoder, TextEncoder, build_text_encoder
+from shared.config import Settings
+
+TEXTS = ["a dog", "the cat runs through the grass on the beach", "zebra", "a man",
+         "red car on the street", ""]
+
+
+def test_loads_an_arbitrary_bert_checkpoint_directory(tiny_encoder: BertTextEncoder) -> None:
+    assert tiny_encoder.loaded
+    assert tiny_encoder.dim == 32
+    assert tiny_encoder.name == "tiny-bert"
+
+
+def test_vectors_are_unit_norm_float32(tiny_encoder: BertTextEncoder) -> None:
+    vectors = tiny_encoder.encode(TEXTS)
+    assert vectors.dtype == np.float32
+    assert vectors.shape == (len(TEXTS), 32)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_input_order_is_kept_across_length_sorted_batches(tiny_encoder: BertTextEncoder) -> None:
+    batched = tiny_encoder.encode(TEXTS)  # batch_size 2: texts are regrouped by length
+    one_by_one = np.vstack([tiny_encoder.encode([text]) for text in TEXTS])
+    np.testing.assert_allclose(batched, one_by_one, atol=1e-5)
+
+
+def test_empty_input_gives_an_empty_matrix(tiny_encoder: BertTextEncoder) -> None:
+    vectors = tiny_encoder.encode([])
+    assert vectors.shape == (0, 32)
+    assert vectors.dtype == np.float32
+
+
+def test_texts_longer_than_max_length_are_truncated(tiny_encoder: BertTextEncoder) -> None:
+    long_text = " ".join(["dog"] * 500)
+    assert tiny_encoder.encode([long_text]).shape == (1, 32)
+
+
+def test_a_directory_without_a_checkpoint_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        BertTextEncoder(tmp_path, device="cpu").load()
+
+
+def test_loading_sets_the_hub_offline(tiny_bert_dir: Path) -> None:
+    BertTextEncoder(tiny_bert_dir, device="cpu").load()
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+
+
+def test_build_text_encoder_reads_the_settings(tiny_bert_dir: Path) -> None:
+    settings = Settings(encoder_model_dir=tiny_bert_dir, embedding_model="tiny",
+                        encoder_batch_size=7, encoder_max_length=16, device="cpu")
+    encoder = build_text_encoder(settings)
+    assert (encoder.model_dir, encoder.name, encoder.batch_size, encoder.max_length) == (
+        tiny_bert_dir, "tiny", 7, 16)
+    assert encoder.device.type == "cpu"
+    assert not encoder.loaded
+
+
+def test_default_model_is_minilm_from_its_package() -> None:
+    encoder = build_text_encoder(Settings(device="cpu"))
+    assert (encoder.model_dir / "config.json").is_file()
+    assert encoder.name == "all-MiniLM-L6-v2"
+
+
+def test_base_class_chunks_by_batch_size() -> None:
+    class Recording(TextEncoder):
+        def __init__(self) -> None:
+            super().__init__(name="recording", batch_size=3)
+            self.batches: list[list[str]] = []
+
+        def _load(self) -> None:
+            self.dim = 2
+
+        def _encode(self, batch: list[str]) -> np.ndarray:
+            self.batches.append(batch)
+            return np.array([[len(t), 1.0] for t in batch], dtype=np.float32)
+
+    encoder = Recording()
+    vectors = encoder.encode(["aaaa", "a", "aaaaaaa", "aa", "aaa"])
+    assert [len(b) for b in encoder.batches] == [3, 2]
+    assert vectors[:, 0].tolist() == [4, 1, 7, 2, 3]
