@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     embedding_model: str = "all-MiniLM-L6-v2"
     encoder_batch_size: int = Field(64, ge=1)
     encoder_max_length: int = Field(128, ge=8)
+    # concurrent encode requests arriving within this window share one forward pass
+    encoder_batch_wait_ms: float = Field(2.0, ge=0, le=1000)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     torch_threads: int | None = None
 

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from services.encoder.batching import MicroBatcher
 from services.encoder.encoder import TextEncoder, build_text_encoder
 from services.encoder.routes import router
 from shared.config import Settings, get_settings
@@ -33,9 +34,12 @@ def create_app(settings: Settings | None = None, encoder: TextEncoder | None = N
         # load in the background so /healthz answers while the weights load; /readyz waits
         app.state.loading = asyncio.get_running_loop().run_in_executor(pool, model.load)
         app.state.loading.add_done_callback(_log_load_failure)
+        app.state.batcher = MicroBatcher(model.encode, pool, max_batch=settings.encoder_batch_size,
+                                         wait_ms=settings.encoder_batch_wait_ms)
         try:
             yield
         finally:
+            await app.state.batcher.stop()
             pool.shutdown(wait=True, cancel_futures=True)
 
     app = FastAPI(title="capsearch encoder", version="0.1.0", lifespan=lifespan)

@@ -57,6 +57,5 @@ async def encode(body: EncodeRequest, encoder: EncoderDep, request: Request) -> 
     if too_long:
         raise ValidationFailed(
             f"texts {too_long[:10]} are longer than {MAX_TEXT_CHARS} characters")
-    loop = asyncio.get_running_loop()
-    vectors = await loop.run_in_executor(request.app.state.pool, encoder.encode, body.texts)
+    vectors = await request.app.state.batcher.encode(body.texts)
     return EncodeResponse(model=encoder.name, dim=encoder.dim, vectors=vectors.tolist())
