@@ -1,0 +1,1 @@
+"""Deployment tooling: the kustomize-subset renderer and the offline checks (not shipped)."""

@@ -1,0 +1,1 @@
+"""Image build helpers: the dependency lock generator and the container health check."""
