@@ -37,12 +37,14 @@ class EmbeddedStack:
     index: object
     queue: object
 
-    def gateway_app(self) -> FastAPI:
+    def gateway_app(self, *, require_keys: bool = False) -> FastAPI:
+        """The gateway over the in-process parts; without keys only for a loopback listener."""
         from services.gateway.app import create_app
         from services.gateway.deps import GatewayContext
 
+        auth = self.settings.auth.model_copy(update={"enabled": require_keys})
         context = GatewayContext(
-            settings=self.settings,
+            settings=self.settings.model_copy(update={"auth": auth}),
             session_factory=self.session_factory,
             store=self.store,
             encoder=ThreadedAsyncEncoder(self.encoder),  # type: ignore[arg-type]
@@ -58,12 +60,11 @@ class EmbeddedStack:
 
 def build_embedded(settings: Settings) -> EmbeddedStack:
     """Load the models, open the database and blob folder, start the in-process worker."""
+    from services.caption.captioners import build_captioner
     from services.caption.inprocess import InProcessCaptionQueue
     from services.caption.pipeline import PipelineDeps
     from services.encoder.encoder import build_text_encoder
     from services.search.service import IndexService
-
-    from services.caption.captioners import build_captioner
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.sqlalchemy_url)
