@@ -1,0 +1,70 @@
+"""`capsearch doctor [--repair]`: find (and fix) what a crash left inconsistent."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from contextlib import ExitStack
+
+from capsearch.commands.keys import settings_for
+from capsearch.database import open_database
+from shared.clients import HttpIndexClient
+from shared.config import Settings
+from shared.consistency import DoctorDeps, DoctorReport, examine
+from shared.storage import make_blob_store
+
+HOUR = 3600.0
+
+
+def build_deps(settings: Settings, factory: object, stack: ExitStack) -> DoctorDeps:
+    """Blob store and database always; queue and search service only in the stack."""
+    queue = index = None
+    if settings.queue_backend == "celery":
+        from shared.celery_app import make_celery
+        from shared.queue import CeleryCaptionQueue
+
+        queue = CeleryCaptionQueue(make_celery(settings), settings.caption_batch_size)
+        index = HttpIndexClient(settings.search_url, timeout=settings.http_timeout_s,
+                                service_token=settings.service_token.get_secret_value())
+        stack.callback(index.close)
+    return DoctorDeps(factory=factory, store=make_blob_store(settings),  # type: ignore[arg-type]
+                      model=settings.embedding_model, thumbnail_px=settings.thumbnail_px,
+                      queue=queue, index=index)
+
+
+def print_report(report: DoctorReport, *, repair: bool) -> None:
+    print(f"{'check':28s} {'found':>7s} {'repaired':>9s}  sample")
+    for c in report.checks:
+        sample = c.error and f"ERROR: {c.error}" or ", ".join(c.sample[:5])
+        repaired = str(c.repaired) if repair else "-"
+        print(f"{c.name:28s} {c.found:7d} {repaired:>9s}  {sample}")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_for(args)
+    with open_database(settings) as factory, ExitStack() as stack:
+        deps = build_deps(settings, factory, stack)
+        report = examine(deps, repair=args.repair, grace_s=args.grace,
+                         stuck_after_s=args.stuck_after)
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        print_report(report, repair=args.repair)
+        if settings.queue_backend != "celery":
+            print("(embedded mode: unfinished images are re-queued when `capsearch serve` "
+                  "starts)")
+    return 0 if report.problems == 0 else 1
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from pathlib import Path
+
+    p = sub.add_parser("doctor", help="check blobs, rows and the index agree; --repair fixes")
+    p.add_argument("--repair", action="store_true", help="fix what is found")
+    p.add_argument("--grace", type=float, default=HOUR,
+                   help="seconds a blob without a row is left alone (an upload in flight)")
+    p.add_argument("--stuck-after", type=float, default=HOUR,
+                   help="seconds after which a pending image counts as stuck")
+    p.add_argument("--data-dir", type=Path, help="the embedded instance's state folder")
+    p.add_argument("--json", action="store_true", help="print the findings as JSON")
+    p.set_defaults(func=run)

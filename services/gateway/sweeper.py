@@ -1,0 +1,55 @@
+"""Background work of the gateway's lifespan: warm up the schema, re-queue lost caption work.
+
+A caption task can vanish without failing: its worker was SIGKILLed (Redis redelivers an
+unacknowledged task only after the visibility timeout, an hour) or Redis restarted without
+persistence. The images stay `pending` in the database, which is the truth, so the gateway
+re-queues images unfinished for `requeue_after_s` whenever the queue has drained.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+import anyio
+
+from services.gateway.deps import GatewayContext
+from shared.consistency import requeue_stuck
+from shared.errors import CapsearchError
+
+log = logging.getLogger(__name__)
+
+WARMUP_RETRY_MAX_S = 30.0
+
+
+async def warm_up(context: GatewayContext) -> None:
+    """Create the schema as soon as the database answers (requests would do it too)."""
+    if context.schema is None:
+        return
+    delay = 0.5
+    while not context.schema.ready:
+        try:
+            await anyio.to_thread.run_sync(context.schema.ensure)
+        except CapsearchError:
+            await anyio.sleep(delay)
+            delay = min(delay * 2, WARMUP_RETRY_MAX_S)
+
+
+async def sweep_forever(context: GatewayContext) -> None:
+    """Every `requeue_interval_s`, re-queue images whose caption task was lost."""
+    settings = context.settings
+    sweep = partial(requeue_stuck, context.session_factory, context.queue,
+                    older_than_s=settings.requeue_after_s)
+    while True:
+        await anyio.sleep(settings.requeue_interval_s)
+        if context.schema is not None and not context.schema.ready:
+            continue
+        try:
+            ids = await anyio.to_thread.run_sync(sweep)
+        except Exception as exc:  # database or broker down: the next sweep tries again
+            log.warning("re-queueing unfinished images failed: %s",
+                        str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+            continue
+        if ids:
+            log.info("re-queued %d images whose caption task was lost, e.g. %s", len(ids),
+                     ids[:10])
