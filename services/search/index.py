@@ -12,14 +12,32 @@ from typing import Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+from threadpoolctl import threadpool_limits
 
-from services.search.postings import IdArray, Matrix, PostingLists, as_ids, top_k, unit_rows
+from services.search.ivf_lists import IVFLists, IVFSnapshot, Storage
+from services.search.postings import (
+    IdArray,
+    Matrix,
+    PostingLists,
+    as_ids,
+    smallest,
+    top_k,
+    unit_rows,
+)
 from services.search.quantizer import Quantizer, default_n_clusters, fit_quantizer
 
-__all__ = ["DEFAULT_NPROBE", "ExactIndex", "IVFIndex", "IdArray", "Matrix", "Quantizer",
-           "VectorIndex", "build_ivf", "default_n_clusters", "fit_quantizer"]
+__all__ = ["DEFAULT_NPROBE", "DEFAULT_RERANK", "ExactIndex", "IVFIndex", "IdArray", "Matrix",
+           "Quantizer", "Storage", "VectorIndex", "build_ivf", "default_n_clusters",
+           "fit_quantizer"]
 
 DEFAULT_NPROBE = 8
+DEFAULT_RERANK = 100
+# an empty index filled with more vectors than this is bulk-loaded (clusters sorted in one go)
+_BULK_ABOVE = 1_000
+# at least 1/_RERANK_SHARE of a query's candidates are re-scored on the full vectors
+_RERANK_SHARE = 32
+# queries per block of a batched search (bounds the candidate buffers)
+_BATCH_BLOCK = 64
 
 
 class VectorIndex(Protocol):
@@ -49,6 +67,14 @@ class VectorIndex(Protocol):
 
     def search(self, vector: ArrayLike, k: int, nprobe: int | None = None
                ) -> tuple[IdArray, NDArray[np.float32]]: ...
+
+    def search_batch(self, vectors: ArrayLike, k: int, nprobe: int | None = None
+                     ) -> tuple[IdArray, NDArray[np.float32]]: ...
+
+    def list_sizes(self) -> NDArray[np.int64]: ...
+
+    @property
+    def nbytes(self) -> int: ...
 
 
 class ExactIndex:
@@ -96,15 +122,44 @@ class ExactIndex:
         ((vectors, ids),) = self._lists.snapshot()
         return top_k(vectors @ q, ids, k)
 
+    def search_batch(self, vectors: ArrayLike, k: int, nprobe: int | None = None
+                     ) -> tuple[IdArray, NDArray[np.float32]]:
+        """`search` for many queries: (n, k) ids (-1 pads) and scores (-inf pads)."""
+        q = unit_rows(vectors, self.dim)
+        ((matrix, ids),) = self._lists.snapshot()
+        out_ids = np.full((q.shape[0], k), -1, dtype=np.int64)
+        out_scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
+        for start in range(0, q.shape[0], _BATCH_BLOCK):
+            scores = q[start:start + _BATCH_BLOCK] @ matrix.T
+            for j, row in enumerate(scores):
+                found, best = top_k(row, ids, k)
+                out_ids[start + j, : found.shape[0]] = found
+                out_scores[start + j, : found.shape[0]] = best
+        return out_ids, out_scores
+
+    def list_sizes(self) -> NDArray[np.int64]:
+        return np.array([len(self)], dtype=np.int64)
+
+    @property
+    def nbytes(self) -> int:
+        return self._lists.nbytes
+
 
 class IVFIndex:
-    """Inverted file over a fitted `Quantizer`: one posting list per K-means centroid."""
+    """Inverted file over a fitted `Quantizer`: one posting list per K-means centroid.
+
+    A query is scored on the PCA-space rows of its `nprobe` nearest lists, and the best
+    `rerank` candidates (at least k) are re-scored exactly on their full vectors.
+    """
 
     exact = False
 
-    def __init__(self, quantizer: Quantizer) -> None:
+    def __init__(self, quantizer: Quantizer, *, storage: Storage = "float32",
+                 rerank: int = DEFAULT_RERANK) -> None:
         self.quantizer = quantizer
-        self._lists = PostingLists(quantizer.dim, quantizer.n_clusters)
+        self.rerank = rerank
+        self._lists = IVFLists(quantizer.dim, quantizer.pca_dim + 1, quantizer.n_clusters,
+                               storage)
 
     @property
     def dim(self) -> int:
@@ -113,6 +168,14 @@ class IVFIndex:
     @property
     def n_clusters(self) -> int:
         return self.quantizer.n_clusters
+
+    @property
+    def storage(self) -> Storage:
+        return self._lists.storage
+
+    @property
+    def nbytes(self) -> int:
+        return self._lists.nbytes + self.quantizer.nbytes
 
     def __len__(self) -> int:
         return len(self._lists)
@@ -131,14 +194,20 @@ class IVFIndex:
         if id_arr.shape[0] != mat.shape[0]:
             raise ValueError(f"{id_arr.shape[0]} ids for {mat.shape[0]} vectors")
         if lists is None:
-            where = self.quantizer.assign(mat)
+            where, red = self.quantizer.assign_reduced(mat)
         else:
-            where = as_ids(lists)
+            where, red = as_ids(lists), self.quantizer.reduce(mat)
             if where.shape[0] != id_arr.shape[0]:
                 raise ValueError("one list per vector is needed")
             if where.size and (where.min() < 0 or where.max() >= self.n_clusters):
                 raise ValueError(f"list ids must be in [0, {self.n_clusters})")
-        self._lists.upsert(id_arr, mat, where)
+        keep = _last_wins(id_arr)
+        if keep is not None:
+            id_arr, mat, red, where = id_arr[keep], mat[keep], red[keep], where[keep]
+        if len(self._lists) == 0 and id_arr.shape[0] > _BULK_ABOVE:
+            self._lists.bulk_load(id_arr, mat, red, where)
+        else:
+            self._lists.upsert(id_arr, mat, red, where)
         return where
 
     def remove(self, ids: ArrayLike) -> int:
@@ -149,30 +218,94 @@ class IVFIndex:
         return self._lists.lists_of(as_ids(ids))
 
     def list_sizes(self) -> NDArray[np.int64]:
-        return np.array([ids.shape[0] for _, ids in self._lists.snapshot()], dtype=np.int64)
+        return self._lists.list_sizes()
 
     def search(self, vector: ArrayLike, k: int, nprobe: int | None = None
                ) -> tuple[IdArray, NDArray[np.float32]]:
         """The k best by cosine among the members of the `nprobe` nearest clusters."""
-        q = unit_rows(vector, self.dim)[0]
-        snapshot = self._lists.snapshot()
-        scores, ids = [], []
-        for c in self.quantizer.probe(q, max(1, nprobe or DEFAULT_NPROBE)).tolist():
-            vectors, members = snapshot[c]
-            if members.shape[0]:
-                scores.append(vectors @ q)
-                ids.append(members)
-        if not ids:
-            return top_k(np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64), k)
-        return top_k(np.concatenate(scores), np.concatenate(ids), k)
+        # the hot path: every numpy call here costs about a microsecond, so there are few
+        q = _unit_query(vector, self.dim)
+        row = self.quantizer.query_row(q)
+        probes = self.quantizer.probe_row(row, q, nprobe or DEFAULT_NPROBE, sort=False)
+        return self._scan(self._lists.snapshot(), q, row, probes, k)
+
+    def search_batch(self, vectors: ArrayLike, k: int, nprobe: int | None = None
+                     ) -> tuple[IdArray, NDArray[np.float32]]:
+        """`search` for many queries at once: (n, k) ids (-1 pads) and scores (-inf pads).
+
+        The probes (full-space distances to every centroid) and the PCA-space query rows are
+        two matrix products for the whole batch; the scan per query is `search`'s.
+        """
+        q = unit_rows(vectors, self.dim)
+        out_ids = np.full((q.shape[0], k), -1, dtype=np.int64)
+        out_scores = np.full((q.shape[0], k), -np.inf, dtype=np.float32)
+        nprobe = max(1, min(nprobe or DEFAULT_NPROBE, self.n_clusters))
+        snap = self._lists.snapshot()
+        with threadpool_limits(1, user_api="blas"):  # many small products: threads only wait
+            self._batch_into(snap, q, k, nprobe, out_ids, out_scores)
+        return out_ids, out_scores
+
+    def _batch_into(self, snap: IVFSnapshot, q: Matrix, k: int, nprobe: int,
+                    out_ids: IdArray, out_scores: NDArray[np.float32]) -> None:
+        for start in range(0, q.shape[0], _BATCH_BLOCK):
+            block = q[start:start + _BATCH_BLOCK]
+            rows_q = self.quantizer.reduce(block)
+            rows_q[:, -1] = 1.0
+            probes = self.quantizer.probe_many(block, nprobe)
+            for j in range(block.shape[0]):
+                ids, scores = self._scan(snap, block[j], rows_q[j], probes[j], k)
+                out_ids[start + j, : ids.shape[0]] = ids
+                out_scores[start + j, : ids.shape[0]] = scores
+
+    def _scan(self, snap: IVFSnapshot, q: Matrix, row: Matrix, probes: IdArray, k: int
+              ) -> tuple[IdArray, NDArray[np.float32]]:
+        """Score the probed lists in PCA space, re-score the best candidates exactly."""
+        views = [v for v in map(snap.lists.__getitem__, probes) if v[1].shape[0]]
+        if not views:
+            return _no_hits()
+        rows = views[0][1] if len(views) == 1 else np.concatenate([v[1] for v in views])
+        n = rows.shape[0]
+        # the PCA scores' error grows with the candidates they rank: re-score a share of them
+        r = max(self.rerank, k, n // _RERANK_SHARE)
+        if n > r:  # PCA-space scores pick the candidates the full vectors re-score
+            approx = views[0][0] @ row if len(views) == 1 else \
+                np.concatenate([v[0] @ row for v in views])
+            approx *= -1.0
+            rows = np.sort(rows.take(smallest(approx, r)))  # ascending: friendlier to caches
+        full = snap.arena.take(rows, axis=0)
+        if full.dtype != np.float32:
+            full = full.astype(np.float32)
+        return top_k(full @ q, snap.ids.take(rows), k)
+
+
+def _unit_query(vector: ArrayLike, dim: int) -> Matrix:
+    """One query as a unit float32 vector (fast path for what the service passes in)."""
+    if not (isinstance(vector, np.ndarray) and vector.dtype == np.float32 and vector.ndim == 1
+            and vector.shape[0] == dim):
+        return unit_rows(vector, dim)[0]
+    norm = float(np.sqrt(vector @ vector))
+    return vector / max(norm, 1e-12)
+
+
+def _no_hits() -> tuple[IdArray, NDArray[np.float32]]:
+    return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+
+
+def _last_wins(ids: IdArray) -> IdArray | None:
+    """Positions to keep so each id of a batch appears once, its last vector winning."""
+    if np.unique(ids).shape[0] == ids.shape[0]:
+        return None
+    _, first_from_end = np.unique(ids[::-1], return_index=True)
+    return np.sort(ids.shape[0] - 1 - first_from_end)
 
 
 def build_ivf(ids: ArrayLike, vectors: ArrayLike, *, n_clusters: int | None = None,
-              pca_components: int = 64, seed: int = 0) -> IVFIndex:
+              pca_components: int = 96, seed: int = 0, storage: Storage = "float32",
+              rerank: int = DEFAULT_RERANK) -> IVFIndex:
     """Fit a quantizer on the vectors and file every vector under its nearest centroid."""
     mat = np.asarray(vectors, dtype=np.float32)
-    mat = unit_rows(mat, mat.shape[-1])
+    mat = unit_rows(mat, mat.shape[-1])  # a fresh copy: it becomes the index's arena
     index = IVFIndex(fit_quantizer(mat, n_clusters=n_clusters, pca_components=pca_components,
-                                   seed=seed))
+                                   seed=seed), storage=storage, rerank=rerank)
     index.add(ids, mat)
     return index

@@ -6,18 +6,25 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import sparse
 from sklearn.cluster import KMeans, MiniBatchKMeans
-from sklearn.decomposition import PCA
 
-from services.search.postings import IdArray, Matrix
+from services.search.postings import IdArray, Matrix, smallest
 
-# Lloyd K-means is exact but O(N*K) per iteration; above this the mini-batch variant is used.
-MINIBATCH_ABOVE = 100_000
+# K-means trains on at most KMEANS_POINTS_PER_CLUSTER * K points, so Lloyd's algorithm (whose
+# clusters probe clearly better than MiniBatchKMeans' at the same budget) stays affordable;
+# above this many training points the mini-batch variant would take over.
+MINIBATCH_ABOVE = 2_000_000
 # fitting needs no more than this many points (PCA) / points per centroid (K-means)
 PCA_SAMPLE = 100_000
-KMEANS_POINTS_PER_CLUSTER = 256
-KMEANS_MAX_ITER = 20
-_ASSIGN_CHUNK = 65_536
+KMEANS_POINTS_PER_CLUSTER = 64
+KMEANS_MAX_ITER = 12
+# Lloyd iterations in the full space after the PCA-space fit
+FULL_SPACE_ITERS = 6
+# a probe's first (PCA-space) stage keeps this many centroids per list it will probe
+PROBE_SHORTLIST = 3
+PROBE_MIN_SHORTLIST = 24
+_ASSIGN_CHUNK = 8_192
 
 
 def default_n_clusters(n_vectors: int) -> int:
@@ -27,21 +34,42 @@ def default_n_clusters(n_vectors: int) -> int:
 
 @dataclass(frozen=True)
 class Quantizer:
-    """Where a vector belongs: PCA projection, then the nearest K-means centroid."""
+    """Where a vector belongs: the nearest of K centroids, found through a PCA projection.
+
+    Centroids live in the full space (K-means is fitted in PCA space, then refined there).
+    A query probes in two stages: PCA-space distances to every centroid pick a short list,
+    full-space distances pick the `nprobe` nearest from it; the same cost as a PCA-only probe,
+    the same lists as a full one. The projection also gives each vector its short row for the
+    IVF scan: `reduce` appends x.mean to z = (x - mean) W^T, so z_x . z_q + x.mean ranks
+    candidates as x.q does, up to the part outside the PCA subspace (the re-rank restores it).
+    """
 
     mean: Matrix  # (dim,)
     components: Matrix  # (pca_components, dim)
-    centroids: Matrix  # (n_clusters, pca_components), in PCA space
-    _centroid_sq: Matrix = field(init=False, repr=False, compare=False)
+    centroids: Matrix  # (n_clusters, dim), in the full space
+    _sq: Matrix = field(init=False, repr=False, compare=False)
+    _mean_proj: Matrix = field(init=False, repr=False, compare=False)
+    _red_m2: Matrix = field(init=False, repr=False, compare=False)
+    _red_sq: Matrix = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("mean", "components", "centroids"):
             object.__setattr__(self, name,
                                np.ascontiguousarray(getattr(self, name), dtype=np.float32))
-        if self.components.shape[1] != self.dim or self.centroids.shape[1] != self.pca_dim:
+        if self.components.shape[1] != self.dim or self.centroids.shape[1] != self.dim:
             raise ValueError("PCA mean, components and centroids disagree on dimensions")
-        object.__setattr__(self, "_centroid_sq", np.einsum("ij,ij->i", self.centroids,
-                                                           self.centroids))
+        mean_proj = self.components @ self.mean
+        red = self.centroids @ self.components.T - mean_proj
+        object.__setattr__(self, "_mean_proj", mean_proj)
+        object.__setattr__(self, "_sq", np.einsum("ij,ij->i", self.centroids, self.centroids))
+        object.__setattr__(self, "_red_m2", np.ascontiguousarray(-2.0 * red))
+        object.__setattr__(self, "_red_sq", np.einsum("ij,ij->i", red, red))
+
+    @classmethod
+    def from_pca_centroids(cls, mean: Matrix, components: Matrix, centroids: Matrix
+                           ) -> Quantizer:
+        """A quantizer from centroids stored in PCA space (older versions): lift them back."""
+        return cls(mean=mean, components=components, centroids=mean + centroids @ components)
 
     @property
     def dim(self) -> int:
@@ -55,51 +83,138 @@ class Quantizer:
     def n_clusters(self) -> int:
         return int(self.centroids.shape[0])
 
+    @property
+    def nbytes(self) -> int:
+        return int(self.mean.nbytes + self.components.nbytes + self.centroids.nbytes
+                   + self._red_m2.nbytes + 2 * self._sq.nbytes)
+
     def project(self, vectors: Matrix) -> Matrix:
-        return (vectors - self.mean) @ self.components.T
+        return vectors @ self.components.T - self._mean_proj
+
+    def reduce(self, vectors: Matrix) -> Matrix:
+        """The (n, pca_dim + 1) PCA-space rows the IVF scan scores: [z, x.mean]."""
+        out = np.empty((vectors.shape[0], self.pca_dim + 1), dtype=np.float32)
+        out[:, :-1] = self.project(vectors)
+        out[:, -1] = vectors @ self.mean
+        return out
 
     def assign(self, vectors: Matrix) -> IdArray:
-        """The nearest centroid of each (normalised) row, in chunks to bound memory."""
-        out = np.empty(vectors.shape[0], dtype=np.int64)
+        """The nearest centroid of each (normalised) row."""
+        return self.assign_reduced(vectors)[0]
+
+    def assign_reduced(self, vectors: Matrix) -> tuple[IdArray, Matrix]:
+        """Each row's nearest centroid and its PCA-space row, in chunks to bound memory."""
+        lists = np.empty(vectors.shape[0], dtype=np.int64)
+        red = np.empty((vectors.shape[0], self.pca_dim + 1), dtype=np.float32)
         for start in range(0, vectors.shape[0], _ASSIGN_CHUNK):
-            z = self.project(vectors[start:start + _ASSIGN_CHUNK])
-            # |z - c|^2 = |z|^2 - 2 z.c + |c|^2; |z|^2 is the same for every centroid
-            out[start:start + z.shape[0]] = np.argmin(self._centroid_sq - 2 * z @ self.centroids.T,
-                                                      axis=1)
+            chunk = vectors[start:start + _ASSIGN_CHUNK]
+            red[start:start + chunk.shape[0]] = self.reduce(chunk)
+            lists[start:start + chunk.shape[0]] = nearest(chunk, self.centroids, self._sq)
+        return lists, red
+
+    def query_row(self, vector: Matrix) -> Matrix:
+        """One (normalised) query as [z_q, 1]: dotted with `reduce` rows it ranks like x.q."""
+        out = np.empty(self.pca_dim + 1, dtype=np.float32)
+        np.subtract(self.components @ vector, self._mean_proj, out=out[:-1])
+        out[-1] = 1.0
         return out
 
     def probe(self, vector: Matrix, nprobe: int) -> IdArray:
         """The `nprobe` lists nearest to one (normalised) query, nearest first."""
-        z = self.project(vector.reshape(1, -1))[0]
-        dist = self._centroid_sq - 2 * self.centroids @ z
-        nprobe = min(nprobe, dist.shape[0])
-        near = np.argpartition(dist, nprobe - 1)[:nprobe] if nprobe < dist.shape[0] else \
-            np.arange(dist.shape[0])
-        return near[np.argsort(dist[near], kind="stable")]
+        return self.probe_row(self.query_row(vector), vector, nprobe)
+
+    def probe_row(self, row: Matrix, vector: Matrix, nprobe: int, *, sort: bool = True
+                  ) -> IdArray:
+        """`probe` for a query and its `query_row` (in no order unless `sort`)."""
+        k = self._sq.shape[0]
+        if nprobe >= k:
+            near = np.arange(k)
+        else:
+            # stage 1: PCA-space distances (|z_q|^2 left out: the same for every centroid)
+            approx = self._red_m2 @ row[:-1]
+            approx += self._red_sq
+            short = smallest(approx, PROBE_SHORTLIST * nprobe + PROBE_MIN_SHORTLIST)
+            # stage 2: full-space distances of the short list
+            exact = self.centroids.take(short, axis=0) @ vector
+            exact *= -2.0
+            exact += self._sq.take(short)
+            near = short.take(smallest(exact, max(1, nprobe)))
+        if not sort:
+            return near
+        exact = self._sq[near] - 2.0 * (self.centroids[near] @ vector)
+        return near[np.argsort(exact, kind="stable")]
+
+    def probe_many(self, vectors: Matrix, nprobe: int) -> IdArray:
+        """The `nprobe` nearest lists of each query of a batch: (n, nprobe), in no order."""
+        dist = vectors @ (-2.0 * self.centroids.T)
+        dist += self._sq
+        if nprobe >= dist.shape[1]:
+            return np.broadcast_to(np.arange(dist.shape[1]), dist.shape).copy()
+        return np.argpartition(dist, nprobe - 1, axis=1)[:, :nprobe].astype(np.int64)
+
+
+def nearest(vectors: Matrix, centroids: Matrix, sq: Matrix) -> IdArray:
+    """The nearest centroid of each row: argmin |c|^2 - 2 x.c (|x|^2 is the same for all c)."""
+    scores = vectors @ centroids.T
+    scores *= -2.0
+    scores += sq
+    return np.argmin(scores, axis=1).astype(np.int64)
 
 
 def fit_quantizer(vectors: Matrix, *, n_clusters: int | None = None, pca_components: int = 64,
                   seed: int = 0) -> Quantizer:
-    """Fit PCA on a sample of (normalised) vectors, then K-means in PCA space; deterministic."""
+    """PCA on a sample; K-means on a sample in PCA space, refined by Lloyd steps in the full
+    space (PCA-space clusters alone probe badly when the PCA keeps ~75% of the variance, as it
+    does for sentence embeddings). Deterministic for a seed."""
     n, dim = vectors.shape
     if n == 0:
         raise ValueError("cannot fit an index on no vectors")
     rng = np.random.default_rng(seed)
     k = min(n, n_clusters or default_n_clusters(n))
-    pca_sample = _sample(vectors, PCA_SAMPLE, rng)
-    n_comp = min(pca_components, dim, pca_sample.shape[0])
-    pca = PCA(n_components=n_comp, random_state=seed).fit(pca_sample)
-    components = pca.components_.astype(np.float32)
-    mean = pca.mean_.astype(np.float32)
-    train = (_sample(vectors, KMEANS_POINTS_PER_CLUSTER * k, rng) - mean) @ components.T
-    if train.shape[0] > MINIBATCH_ABOVE:
+    mean, components = _fit_pca(_sample(vectors, PCA_SAMPLE, rng), pca_components)
+    train = _sample(vectors, KMEANS_POINTS_PER_CLUSTER * k, rng)
+    z = train @ components.T - components @ mean
+    if z.shape[0] > MINIBATCH_ABOVE:
         km: KMeans | MiniBatchKMeans = MiniBatchKMeans(
-            n_clusters=k, batch_size=4096, n_init=3, max_iter=KMEANS_MAX_ITER, random_state=seed)
+            n_clusters=k, batch_size=8192, n_init=1, init="random", max_iter=KMEANS_MAX_ITER,
+            max_no_improvement=5, random_state=seed)
     else:
-        km = KMeans(n_clusters=k, n_init=1, max_iter=KMEANS_MAX_ITER, random_state=seed)
-    km.fit(train)
-    return Quantizer(mean=mean, components=components,
-                     centroids=km.cluster_centers_.astype(np.float32))
+        km = KMeans(n_clusters=k, n_init=1, init="random", max_iter=KMEANS_MAX_ITER,
+                    random_state=seed)
+    labels = km.fit_predict(z)
+    centroids = _cluster_means(train, labels, mean + km.cluster_centers_ @ components)
+    for _ in range(FULL_SPACE_ITERS):
+        sq = np.einsum("ij,ij->i", centroids, centroids)
+        labels = np.concatenate([nearest(train[s:s + _ASSIGN_CHUNK], centroids, sq)
+                                 for s in range(0, train.shape[0], _ASSIGN_CHUNK)])
+        centroids = _cluster_means(train, labels, centroids)
+    return Quantizer(mean=mean, components=components, centroids=centroids)
+
+
+def _cluster_means(points: Matrix, labels: IdArray, fallback: Matrix) -> Matrix:
+    """The mean of each cluster's points; an empty cluster keeps its fallback centroid."""
+    k = fallback.shape[0]
+    onehot = sparse.csr_matrix((np.ones(labels.shape[0], dtype=np.float32),
+                                (labels, np.arange(labels.shape[0]))), shape=(k, points.shape[0]))
+    sums = np.asarray(onehot @ points, dtype=np.float32)
+    counts = np.bincount(labels, minlength=k).astype(np.float32)
+    out = fallback.astype(np.float32, copy=True)
+    filled = counts > 0
+    out[filled] = sums[filled] / counts[filled, None]
+    return out
+
+
+def _fit_pca(sample: Matrix, n_components: int) -> tuple[Matrix, Matrix]:
+    """Mean and top principal axes, from the covariance matrix (dim x dim: fast, exact)."""
+    mean = sample.mean(axis=0, dtype=np.float64)
+    centred = sample.astype(np.float64) - mean
+    cov = centred.T @ centred / max(1, sample.shape[0] - 1)
+    values, vectors = np.linalg.eigh(cov)
+    n_comp = min(n_components, sample.shape[1], sample.shape[0])
+    top = vectors[:, np.argsort(values)[::-1][:n_comp]].T
+    # a fixed sign per axis, so the fit is the same whatever LAPACK returns
+    top *= np.where(top[np.arange(n_comp), np.abs(top).argmax(axis=1)] < 0, -1.0, 1.0)[:, None]
+    return mean.astype(np.float32), np.ascontiguousarray(top, dtype=np.float32)
 
 
 def _sample(vectors: Matrix, size: int, rng: np.random.Generator) -> Matrix:

@@ -14,6 +14,7 @@ from shared.schemas import (
     IndexRemoveRequest,
     IndexStats,
     RebuildResponse,
+    RebuildStatus,
     SearchRequest,
     SearchResponse,
 )
@@ -41,14 +42,25 @@ async def remove(body: IndexRemoveRequest, service: ServiceDep, work: WorkDep
     return await work.run(service.remove, body.image_ids)
 
 
-@router.post("/v1/index/rebuild", response_model=RebuildResponse)
-async def rebuild(service: ServiceDep, work: WorkDep) -> RebuildResponse:
-    return await work.run(service.rebuild)
+@router.post("/v1/index/rebuild", response_model=RebuildStatus | RebuildResponse,
+             status_code=202)
+async def rebuild(service: ServiceDep, work: WorkDep, wait: bool = False
+                  ) -> RebuildStatus | RebuildResponse | JSONResponse:
+    """Start a rebuild in the background (202 + status to poll); `?wait=true` blocks (200)."""
+    if wait:
+        done = await work.run(service.rebuild)
+        return JSONResponse(status_code=200, content=done.model_dump())
+    return service.start_rebuild()
+
+
+@router.get("/v1/index/rebuild", response_model=RebuildStatus)
+async def rebuild_status(service: ServiceDep) -> RebuildStatus:
+    return service.rebuild_status()
 
 
 @router.get("/v1/index/stats", response_model=IndexStats)
-async def stats(service: ServiceDep) -> IndexStats:
-    return service.stats()
+async def stats(service: ServiceDep, work: WorkDep) -> IndexStats:
+    return await work.run(service.stats)  # the drift figures read the database
 
 
 @router.get("/healthz", response_model=Health)

@@ -6,18 +6,29 @@ and the gateway and caption worker reach the same object over HTTP.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.search.index import ExactIndex, IdArray, IVFIndex, Matrix, VectorIndex, build_ivf
+from services.search.index import (
+    ExactIndex,
+    IdArray,
+    IVFIndex,
+    Matrix,
+    VectorIndex,
+    fit_quantizer,
+    unit_rows,
+)
 from services.search.store import IndexStore, StoredVectors, StoredVersion
 from services.search.validation import as_image_ids, as_matrix
 from shared.config import Settings
@@ -26,6 +37,7 @@ from shared.schemas import (
     IndexChangeResponse,
     IndexStats,
     RebuildResponse,
+    RebuildStatus,
     SearchHit,
     SearchResponse,
 )
@@ -35,6 +47,8 @@ log = logging.getLogger(__name__)
 EMBEDDING_KIND = "caption"
 # K-means on fewer vectors than this is meaningless: such collections stay exact
 MIN_IVF_VECTORS = 16
+# an automatic rebuild is not retried sooner than this many poll intervals after the last
+AUTO_REBUILD_BACKOFF_POLLS = 12
 
 
 class IndexNotReady(DependencyUnavailable):
@@ -49,6 +63,8 @@ class _Serving:
 
     index: VectorIndex | None  # None until the dimension is known (nothing stored yet)
     version_id: int | None
+    built_from: int = 0  # vectors the version was fitted on (all shards)
+    built_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -61,16 +77,26 @@ class _Change:
 
 
 class IndexService:
-    """Adds, removes and searches caption vectors; rebuilds and hot-swaps the IVF index."""
+    """Adds, removes and searches caption vectors; rebuilds and hot-swaps the IVF index.
+
+    With `index.n_shards` > 1 this replica keeps only its shard: the vectors of clusters
+    c % n_shards == shard_id (exact mode: image ids), while every version is fitted on, and
+    persists memberships for, all vectors. Every shard receives every add and remove and keeps
+    what it owns; only the owner writes a vector's membership row.
+    """
 
     def __init__(self, settings: Settings, session_factory: sessionmaker[Session]) -> None:
         self.settings = settings
         self.store = IndexStore(session_factory, kind=EMBEDDING_KIND,
                                 model=settings.embedding_model)
+        self.shard_id, self.n_shards = settings.index.shard_id, settings.index.n_shards
         self._serving: _Serving | None = None
         self._write_lock = threading.Lock()  # serialises add / remove / swap
         self._rebuild_lock = threading.Lock()  # one load or rebuild at a time
         self._journal: list[_Change] | None = None
+        self._status = RebuildStatus(state="idle")
+        self._counts: tuple[float, datetime | None, tuple[int, int]] | None = None
+        self._last_auto = -float("inf")
 
     @property
     def loaded(self) -> bool:
@@ -90,31 +116,92 @@ class IndexService:
         """Fit a new version from every stored vector while the old one serves, then swap."""
         if self._serving is None:
             raise IndexNotReady("the index is still loading")
-        serving = self._replace(fit=True)
-        index = serving.index
-        return RebuildResponse(index_version=serving.version_id,
-                               n_vectors=len(index) if index is not None else 0,
-                               n_clusters=index.n_clusters if index is not None else 0,
-                               exact=index is None or index.exact)
+        return _rebuilt(self._replace(fit=True))
 
-    def _replace(self, *, fit: bool) -> _Serving:
+    def start_rebuild(self) -> RebuildStatus:
+        """Start a rebuild in a background thread (the old version serves meanwhile)."""
+        if self._serving is None:
+            raise IndexNotReady("the index is still loading")
         if not self._rebuild_lock.acquire(blocking=False):
+            raise Conflict("a rebuild of the index is already running")
+        # the thread owns the lock from here: no second rebuild can slip in before it starts
+        self._status = RebuildStatus(state="building", started_at=datetime.now(UTC),
+                                     serving_version=self._serving.version_id)
+        threading.Thread(target=self._rebuild_in_background, name="index-rebuild",
+                         daemon=True).start()
+        return self.rebuild_status()
+
+    def rebuild_status(self) -> RebuildStatus:
+        serving = self._serving
+        return self._status.model_copy(
+            update={"serving_version": serving.version_id if serving else None})
+
+    def _rebuild_in_background(self) -> None:
+        try:
+            result = _rebuilt(self._replace(fit=True, locked=True))
+        except Exception as exc:  # reported through the status; the old version serves on
+            log.exception("background rebuild failed")
+            self._status = self._status.model_copy(update={
+                "state": "failed", "finished_at": datetime.now(UTC),
+                "error": f"{type(exc).__name__}: {exc}"[:2000]})
+            return
+        self._status = self._status.model_copy(update={
+            "state": "done", "finished_at": datetime.now(UTC), "result": result})
+
+    def sync_version(self) -> bool:
+        """Reload if another replica activated a new version; whether it reloaded."""
+        serving = self._serving
+        if serving is None or self.rebuilding:
+            return False
+        active = self.store.active_version_id()
+        if active == serving.version_id:
+            return False
+        log.info("active index version changed %s -> %s: reloading", serving.version_id, active)
+        try:
+            self.load()
+        except Conflict:  # a rebuild started meanwhile; it swaps in its own version
+            return False
+        return True
+
+    def maybe_auto_rebuild(self) -> bool:
+        """With `index.auto_rebuild`, shard 0 starts a rebuild once one is due."""
+        cfg = self.settings.index
+        if not cfg.auto_rebuild or self.shard_id != 0 or self.rebuilding or not self.loaded:
+            return False
+        if time.monotonic() - self._last_auto < AUTO_REBUILD_BACKOFF_POLLS * cfg.reload_interval_s:
+            return False
+        if not self.stats().rebuild_due:
+            return False
+        self._last_auto = time.monotonic()
+        try:
+            self.start_rebuild()
+        except Conflict:
+            return False
+        log.info("rebuild due: started one automatically")
+        return True
+
+    def _replace(self, *, fit: bool, locked: bool = False) -> _Serving:
+        if not locked and not self._rebuild_lock.acquire(blocking=False):
             raise Conflict("a rebuild of the index is already running")
         try:
             with self._write_lock:
                 self._journal = []  # changes from now on are replayed onto the new index
             try:
                 started = time.perf_counter()
+                as_of = datetime.now(UTC)  # vectors written after this count as drift
                 stored = self.store.load_vectors()
-                candidate = self._fit(stored) if fit else self._restore(stored)
+                candidate = self._fit(stored, as_of) if fit else self._restore(stored)
+                del stored
                 serving = self._swap_in(candidate)
-                log.info("index %s: %d vectors, version %s, %d clusters, %s, in %.2f s",
-                         "rebuilt" if fit else "loaded", _size(serving), serving.version_id,
+                log.info("index %s: %d vectors (shard %d/%d), version %s, %d clusters, %s, "
+                         "in %.2f s", "rebuilt" if fit else "loaded", _size(serving),
+                         self.shard_id, self.n_shards, serving.version_id,
                          serving.index.n_clusters if serving.index else 0,
                          "exact" if serving.index is None or serving.index.exact else "ivf",
                          time.perf_counter() - started)
                 if fit and serving.version_id is not None:
                     self._prune()
+                _trim_heap()
                 return serving
             finally:
                 with self._write_lock:
@@ -134,6 +221,17 @@ class IndexService:
     def _exact_enough(self, n_vectors: int) -> bool:
         return n_vectors < max(self.settings.index.exact_below, MIN_IVF_VECTORS)
 
+    def _owned(self, keys: IdArray) -> NDArray[np.bool_] | None:
+        """Which keys (cluster ids, or image ids in exact mode) are this shard's; None = all."""
+        if self.n_shards == 1:
+            return None
+        return keys % self.n_shards == self.shard_id
+
+    def _new_ivf(self, version: StoredVersion | None, quantizer: object = None) -> IVFIndex:
+        cfg = self.settings.index
+        q = version.quantizer if version is not None else quantizer
+        return IVFIndex(q, storage=cfg.storage, rerank=cfg.rerank)  # type: ignore[arg-type]
+
     def _restore(self, stored: StoredVectors) -> _Serving:
         """The serving index from what the database holds, without fitting anything."""
         version = self.store.load_active_version()
@@ -143,36 +241,55 @@ class IndexService:
                         version.id, version.quantizer.dim, stored.dim)
             version = None
         if version is None or self._exact_enough(n):
-            return _exact_from(stored, self._dim())
-        index = IVFIndex(version.quantizer)
-        index.add(stored.ids, stored.vectors, _lists_for(index, stored, version))
-        return _Serving(index, version.id)
+            return self._exact_from(stored)
+        index = self._new_ivf(version)
+        lists = _lists_for(index, stored, version)
+        _add_owned(index, stored.ids, stored.vectors, lists, self._owned(lists))
+        return _Serving(index, version.id, version.n_vectors, version.created_at)
 
-    def _fit(self, stored: StoredVectors) -> _Serving:
+    def _fit(self, stored: StoredVectors, as_of: datetime) -> _Serving:
         """A freshly fitted, persisted (not yet active) version, or exact for small sets."""
         n = stored.ids.shape[0]
         if stored.dim is None or self._exact_enough(n):
-            return _exact_from(stored, self._dim())
+            return self._exact_from(stored)
         cfg = self.settings.index
         version_id = self.store.begin_version(dim=stored.dim, n_vectors=n)
         try:
-            index = build_ivf(stored.ids, stored.vectors, n_clusters=cfg.n_clusters,
-                              pca_components=cfg.pca_components, seed=cfg.seed)
-            self.store.save_version(version_id, index.quantizer, stored.ids,
-                                    index.lists_of(stored.ids))
+            vectors = unit_rows(stored.vectors, stored.dim)
+            quantizer = fit_quantizer(vectors, n_clusters=cfg.n_clusters,
+                                      pca_components=cfg.pca_components, seed=cfg.seed)
+            lists = quantizer.assign(vectors)
+            self.store.save_version(version_id, quantizer, stored.ids, lists)
+            index = self._new_ivf(None, quantizer)
+            _add_owned(index, stored.ids, vectors, lists, self._owned(lists))
         except Exception as exc:
             self.store.mark_failed(version_id, f"{type(exc).__name__}: {exc}")
             raise
-        return _Serving(index, version_id)
+        return _Serving(index, version_id, n, as_of)
+
+    def _exact_from(self, stored: StoredVectors) -> _Serving:
+        dim = stored.dim or self._dim()
+        if dim is None:
+            return _Serving(None, None)
+        index = ExactIndex(dim)
+        if stored.ids.shape[0]:
+            owned = self._owned(stored.ids)
+            if owned is None:
+                index.add(stored.ids, stored.vectors)
+            else:
+                index.add(stored.ids[owned], stored.vectors[owned])
+        return _Serving(index, None)
 
     def _swap_in(self, candidate: _Serving) -> _Serving:
         """Replay changes made meanwhile, activate the version, and swap the reference."""
         with self._write_lock:
-            index, touched = _replay(candidate.index, self._journal or [])
+            index, ids, lists = _replay(candidate.index, self._journal or [], self._owned)
             if candidate.version_id is not None and index is not None:
-                self.store.activate_version(candidate.version_id, refresh_ids=touched,
-                                            refresh_lists=index.lists_of(touched))
-            self._serving = _Serving(index, candidate.version_id)
+                self.store.activate_version(candidate.version_id, refresh_ids=ids,
+                                            refresh_lists=lists)
+            self._serving = _Serving(index, candidate.version_id, candidate.built_from,
+                                     candidate.built_at)
+            self._counts = None
             return self._serving
 
     # ---- changes -----------------------------------------------------------------------------
@@ -181,6 +298,7 @@ class IndexService:
         """Add or replace vectors (an id already indexed is replaced, never duplicated)."""
         ids = as_image_ids(image_ids)
         mat = as_matrix(vectors, rows=ids.shape[0])
+        keep = _last_wins(ids)
         with self._write_lock:
             serving = self._require_serving()
             index = serving.index
@@ -196,18 +314,22 @@ class IndexService:
                 # the index is a cache of `embeddings`: these vanish on the next load or rebuild
                 log.warning("indexing %d images with no stored %s vector of %s, e.g. %s",
                             len(unstored), EMBEDDING_KIND, self.store.model, unstored[:5])
+            u_ids, u_mat = ids[keep], mat[keep]
             if serving.version_id is not None:
-                lists = index.assign(mat)
+                lists = index.assign(u_mat)
+                owned = self._owned(lists)
+                mine = slice(None) if owned is None else owned
                 # the database first: a failed write leaves memory unchanged
-                self.store.put_memberships(serving.version_id, *_last_wins_ids(ids, lists))
-                index.add(ids, mat, lists)
+                self.store.put_memberships(serving.version_id, u_ids[mine], lists[mine])
+                _add_owned(index, u_ids, u_mat, lists, owned)
             else:
-                index.add(ids, mat)
+                owned = self._owned(u_ids)
+                _add_owned(index, u_ids, u_mat, None, owned)
             if serving.index is None:
                 self._serving = _Serving(index, serving.version_id)
             if self._journal is not None:
-                self._journal.append(_Change("add", ids, mat))
-            return IndexChangeResponse(count=int(np.unique(ids).shape[0]), size=len(index))
+                self._journal.append(_Change("add", u_ids, u_mat))
+            return IndexChangeResponse(count=int(u_ids.shape[0]), size=len(index))
 
     def remove(self, image_ids: Sequence[int]) -> IndexChangeResponse:
         """Take images out of the index; ids not in it are ignored."""
@@ -246,12 +368,41 @@ class IndexService:
         return SearchResponse(hits=hits, index_version=serving.version_id, exact=exact)
 
     def stats(self) -> IndexStats:
+        """Size, shape, memory, and the drift that says when a rebuild is due."""
         serving = self._require_serving()
         index = serving.index
-        return IndexStats(size=_size(serving), dim=index.dim if index is not None else None,
-                          index_version=serving.version_id,
-                          n_clusters=index.n_clusters if index is not None else 0,
-                          exact=index is None or index.exact)
+        cfg = self.settings.index
+        total, added = self._drift_counts(serving.built_at if serving.version_id else None)
+        stats = IndexStats(size=_size(serving), dim=index.dim if index is not None else None,
+                           index_version=serving.version_id,
+                           n_clusters=index.n_clusters if index is not None else 0,
+                           exact=index is None or index.exact, shard_id=self.shard_id,
+                           n_shards=self.n_shards, storage=getattr(index, "storage", "float32"),
+                           memory_bytes=index.nbytes if index is not None else 0,
+                           rebuild=self.rebuild_status())
+        if serving.version_id is None:
+            # exact search: a rebuild is due once the collection has outgrown it
+            stats.rebuild_due = not self._exact_enough(total)
+            return stats
+        removed = max(0, serving.built_from + added - total)
+        sizes = index.list_sizes()[self.shard_id::self.n_shards] if index is not None else None
+        stats.vectors_at_build = serving.built_from
+        stats.added_since_build, stats.removed_since_build = added, removed
+        stats.drift = (added + removed) / max(1, serving.built_from)
+        if sizes is not None and sizes.size and sizes.mean() > 0:
+            stats.imbalance = float(sizes.max() / sizes.mean())
+        stats.rebuild_due = stats.drift >= cfg.rebuild_drift
+        return stats
+
+    def _drift_counts(self, since: datetime | None) -> tuple[int, int]:
+        """(stored vectors, written since `since`) from the database, cached for a poll."""
+        cached = self._counts
+        if cached is not None and cached[1] == since and \
+                time.monotonic() - cached[0] < self.settings.index.reload_interval_s:
+            return cached[2]
+        counts = self.store.drift_counts(since)
+        self._counts = (time.monotonic(), since, counts)
+        return counts
 
     def _require_serving(self) -> _Serving:
         serving = self._serving
@@ -264,39 +415,72 @@ class IndexService:
         return serving.index.dim if serving is not None and serving.index is not None else None
 
 
-def _replay(index: VectorIndex | None, journal: list[_Change]
-            ) -> tuple[VectorIndex | None, IdArray]:
-    """Apply journalled changes in order to a new index; the ids they touched."""
-    touched: list[IdArray] = []
+def _trim_heap() -> None:
+    """Hand the loader's freed scratch memory back to the OS (glibc keeps it otherwise), so the
+    resident size after a load or swap is the index's."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+def _rebuilt(serving: _Serving) -> RebuildResponse:
+    index = serving.index
+    return RebuildResponse(index_version=serving.version_id,
+                           n_vectors=len(index) if index is not None else 0,
+                           n_clusters=index.n_clusters if index is not None else 0,
+                           exact=index is None or index.exact)
+
+
+def _add_owned(index: VectorIndex, ids: IdArray, vectors: Matrix, lists: IdArray | None,
+               owned: NDArray[np.bool_] | None) -> None:
+    """Add the owned vectors (all when `owned` is None); drop the others if present."""
+    if owned is None:
+        index.add(ids, vectors, lists)
+        return
+    if owned.any():
+        index.add(ids[owned], vectors[owned], None if lists is None else lists[owned])
+    if not owned.all():
+        index.remove(ids[~owned])  # an id replaced by a vector of another shard's cluster
+
+
+def _replay(index: VectorIndex | None, journal: list[_Change],
+            owned: Callable[[IdArray], NDArray[np.bool_] | None]
+            ) -> tuple[VectorIndex | None, IdArray, IdArray]:
+    """Apply journalled changes in order to a new index: (index, ids touched, their clusters
+    in the new version, -1 where removed) for the membership rows to refresh."""
+    touched: list[tuple[IdArray, IdArray]] = []
     for change in journal:
-        if change.op == "remove":
+        if change.op == "remove" or change.vectors is None:
             if index is not None:
                 index.remove(change.ids)
-        elif change.vectors is not None:
-            if index is None:
-                index = ExactIndex(int(change.vectors.shape[1]))
-            if change.vectors.shape[1] != index.dim:
-                log.warning("dropping %d vectors of %d dims added during a rebuild to %d dims",
-                            change.ids.shape[0], change.vectors.shape[1], index.dim)
-                continue
-            index.add(change.ids, change.vectors)
-        touched.append(change.ids)
-    ids = np.unique(np.concatenate(touched)) if touched else np.zeros(0, dtype=np.int64)
-    return index, ids
+            touched.append((change.ids, np.full(change.ids.shape[0], -1, dtype=np.int64)))
+            continue
+        if index is None:
+            index = ExactIndex(int(change.vectors.shape[1]))
+        if change.vectors.shape[1] != index.dim:
+            log.warning("dropping %d vectors of %d dims added during a rebuild to %d dims",
+                        change.ids.shape[0], change.vectors.shape[1], index.dim)
+            continue
+        if index.exact:
+            _add_owned(index, change.ids, change.vectors, None, owned(change.ids))
+            touched.append((change.ids, np.zeros(change.ids.shape[0], dtype=np.int64)))
+        else:
+            lists = index.assign(change.vectors)
+            _add_owned(index, change.ids, change.vectors, lists, owned(lists))
+            touched.append((change.ids, lists))
+    if not touched:
+        empty = np.zeros(0, dtype=np.int64)
+        return index, empty, empty
+    ids = np.concatenate([t[0] for t in touched])
+    lists = np.concatenate([t[1] for t in touched])
+    keep = _last_wins(ids)
+    return index, ids[keep], lists[keep]
 
 
 def _size(serving: _Serving) -> int:
     return len(serving.index) if serving.index is not None else 0
-
-
-def _exact_from(stored: StoredVectors, fallback_dim: int | None) -> _Serving:
-    dim = stored.dim or fallback_dim
-    if dim is None:
-        return _Serving(None, None)
-    index = ExactIndex(dim)
-    if stored.ids.shape[0]:
-        index.add(stored.ids, stored.vectors)
-    return _Serving(index, None)
 
 
 def _lists_for(index: IVFIndex, stored: StoredVectors, version: StoredVersion) -> IdArray:
@@ -313,8 +497,7 @@ def _lists_for(index: IVFIndex, stored: StoredVectors, version: StoredVersion) -
     return lists
 
 
-def _last_wins_ids(ids: IdArray, lists: IdArray) -> tuple[IdArray, IdArray]:
-    """One (id, list) per id, the last of a batch winning, as the index itself does."""
+def _last_wins(ids: IdArray) -> IdArray:
+    """Positions keeping one entry per id, the last of a batch winning (as the index does)."""
     _, first_from_end = np.unique(ids[::-1], return_index=True)
-    keep = ids.shape[0] - 1 - first_from_end
-    return ids[keep], lists[keep]
+    return np.sort(ids.shape[0] - 1 - first_from_end)

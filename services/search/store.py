@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,6 +17,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.search.index import IdArray, Matrix, Quantizer
+from services.search.pgcopy import copy_pairs_in, copy_rows_out
 from shared.db.models import Centroid, Embedding, ImageRecord, IndexVersion, Membership
 from shared.vectors import from_bytes, stack_bytes, to_bytes
 
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 _CHUNK = 10_000
 # ids per `IN (...)` list: well under SQLite's bound-parameter limit
 _IN_CHUNK = 900
+# more membership rows than this go to Postgres by COPY
+_COPY_ABOVE = 5_000
 
 # Core tables for the bulk statements (no ORM unit-of-work on these paths)
 _MEMBERS = Membership.__table__
@@ -51,6 +55,8 @@ class StoredVersion:
     quantizer: Quantizer
     member_ids: IdArray  # ascending
     member_lists: IdArray
+    n_vectors: int = 0  # how many vectors it was built from
+    created_at: datetime | None = None
 
 
 def _chunks(values: Sequence[int], size: int) -> Iterator[list[int]]:
@@ -82,6 +88,8 @@ class IndexStore:
             if len(dims) > 1:
                 log.warning("embeddings of %s/%s have several dims %s; using %d",
                             self.kind, self.model, [d for d, _ in dims], dim)
+            if session.get_bind().dialect.name == "postgresql":
+                return self._copy_vectors(session, dim)
             result = session.execute(
                 select(Embedding.image_id, Embedding.vector)
                 .where(*of_model, Embedding.dim == dim).order_by(Embedding.image_id)
@@ -95,6 +103,42 @@ class IndexStore:
         if not id_parts:
             return StoredVectors(np.zeros(0, dtype=np.int64), np.zeros((0, dim), np.float32))
         return StoredVectors(np.concatenate(id_parts), np.concatenate(vec_parts))
+
+    def _copy_vectors(self, session: Session, dim: int) -> StoredVectors:
+        """Postgres: one binary COPY of (id, vector) rows parsed with numpy (no per-row objects)."""
+        sql = ("COPY (SELECT image_id, vector FROM embeddings WHERE kind = %s AND model = %s "
+               "AND dim = %s) TO STDOUT (FORMAT binary)")
+        raw = session.connection().connection.dbapi_connection
+        assert raw is not None
+        with raw.cursor() as cur:
+            query = cur.mogrify(sql, (self.kind, self.model, dim)).decode()
+            ids, vectors = copy_rows_out(cur, query, dim)
+        order = np.argsort(ids, kind="stable")
+        if not np.array_equal(order, np.arange(ids.shape[0])):
+            ids, vectors = ids[order], vectors[order]
+        return StoredVectors(ids, vectors)
+
+    def drift_counts(self, since: datetime | None) -> tuple[int, int]:
+        """(stored vectors now, stored vectors written after `since`)."""
+        of_model = (Embedding.kind == self.kind, Embedding.model == self.model)
+        with self._sessions() as session:
+            total = int(session.scalar(select(func.count()).select_from(Embedding)
+                                       .where(*of_model)) or 0)
+            if since is None:
+                return total, total
+            newer = int(session.scalar(select(func.count()).select_from(Embedding)
+                                       .where(*of_model, Embedding.created_at > since)) or 0)
+        return total, newer
+
+    def active_version_id(self) -> int | None:
+        """The id of the active ready version (a cheap poll for replicas)."""
+        with self._sessions() as session:
+            return session.scalar(
+                select(IndexVersion.id).where(
+                    IndexVersion.embedding_kind == self.kind,
+                    IndexVersion.embedding_model == self.model,
+                    IndexVersion.active.is_(True), IndexVersion.status == "ready")
+                .order_by(IndexVersion.id.desc()).limit(1))
 
     def check_images(self, image_ids: Sequence[int]) -> tuple[list[int], list[int]]:
         """(ids with no `images` row, ids with an image but no stored vector of this model)."""
@@ -203,23 +247,43 @@ class IndexStore:
             if version is None or version.pca_mean is None or version.pca_matrix is None:
                 return None
             dim, n_comp = version.dim, version.pca_components
-            centroid_rows = session.execute(
+            centroid_rows = list(session.execute(
                 select(Centroid.vector).where(Centroid.index_version_id == version.id)
                 .order_by(Centroid.cluster_id)
-            ).scalars().all()
-            members = session.execute(
-                select(Membership.image_id, Membership.cluster_id)
-                .where(Membership.index_version_id == version.id).order_by(Membership.image_id)
-            ).all()
-            quantizer = Quantizer(
-                mean=from_bytes(version.pca_mean, dim),
-                components=from_bytes(version.pca_matrix, n_comp * dim).reshape(n_comp, dim),
-                centroids=stack_bytes(list(centroid_rows), n_comp),
-            )
-        pairs: NDArray[np.int64] = np.array(members, dtype=np.int64).reshape(-1, 2)
+            ).scalars().all())
+            pairs = self._members(session, int(version.id))
+            mean = from_bytes(version.pca_mean, dim)
+            components = from_bytes(version.pca_matrix, n_comp * dim).reshape(n_comp, dim)
+            if centroid_rows and len(centroid_rows[0]) == 4 * n_comp and n_comp != dim:
+                # versions written before centroids were kept in the full space
+                quantizer = Quantizer.from_pca_centroids(
+                    mean, components, stack_bytes(centroid_rows, n_comp))
+            else:
+                quantizer = Quantizer(mean=mean, components=components,
+                                      centroids=stack_bytes(centroid_rows, dim))
         return StoredVersion(id=int(version.id), quantizer=quantizer,
                              member_ids=np.ascontiguousarray(pairs[:, 0]),
-                             member_lists=np.ascontiguousarray(pairs[:, 1]))
+                             member_lists=np.ascontiguousarray(pairs[:, 1]),
+                             n_vectors=int(version.n_vectors or 0),
+                             created_at=version.created_at)
+
+    @staticmethod
+    def _members(session: Session, version_id: int) -> NDArray[np.int64]:
+        """(image_id, cluster_id) rows of a version, ids ascending, as one int64 array."""
+        if session.get_bind().dialect.name == "postgresql":
+            raw = session.connection().connection.dbapi_connection
+            assert raw is not None
+            with raw.cursor() as cur:
+                ids, lists = copy_rows_out(cur, (
+                    "COPY (SELECT image_id, cluster_id FROM memberships WHERE "
+                    f"index_version_id = {int(version_id)}) TO STDOUT (FORMAT binary)"), None)
+            order = np.argsort(ids, kind="stable")
+            return np.stack([ids[order], lists[order]], axis=1)
+        members = session.execute(
+            select(Membership.image_id, Membership.cluster_id)
+            .where(Membership.index_version_id == version_id).order_by(Membership.image_id)
+        ).all()
+        return np.array(members, dtype=np.int64).reshape(-1, 2)
 
     # ---- memberships -------------------------------------------------------------------------
 
@@ -236,6 +300,13 @@ class IndexStore:
     @staticmethod
     def _insert_memberships(session: Session, version_id: int, image_ids: IdArray,
                             lists: IdArray) -> None:
+        if image_ids.shape[0] > _COPY_ABOVE and session.get_bind().dialect.name == "postgresql":
+            raw = session.connection().connection.dbapi_connection
+            assert raw is not None
+            with raw.cursor() as cur:
+                copy_pairs_in(cur, "memberships", ("index_version_id", "image_id", "cluster_id"),
+                              version_id, image_ids, lists)
+            return
         id_list, list_list = image_ids.tolist(), lists.tolist()
         for start in range(0, len(id_list), _CHUNK):
             session.execute(insert(_MEMBERS), [

@@ -62,12 +62,27 @@ def test_remove_takes_the_image_out(client: TestClient, vectors: np.ndarray) -> 
 
 
 def test_rebuild_and_stats_report_the_new_version(client: TestClient) -> None:
-    built = client.post("/v1/index/rebuild")
-    stats = client.get("/v1/index/stats")
+    built = client.post("/v1/index/rebuild", params={"wait": "true"})
+    stats = client.get("/v1/index/stats").json()
     assert built.status_code == 200
     assert built.json()["exact"] is False and built.json()["n_vectors"] == 60
-    assert stats.json() == {"size": 60, "dim": DIM, "index_version": built.json()["index_version"],
-                            "n_clusters": 8, "exact": False}
+    assert {k: stats[k] for k in ("size", "dim", "index_version", "n_clusters", "exact")} == {
+        "size": 60, "dim": DIM, "index_version": built.json()["index_version"],
+        "n_clusters": 8, "exact": False}
+    assert stats["vectors_at_build"] == 60 and stats["drift"] == 0.0
+    assert stats["memory_bytes"] > 60 * DIM * 4 and stats["rebuild_due"] is False
+
+
+def test_rebuild_runs_in_the_background_and_reports_its_status(client: TestClient) -> None:
+    started = client.post("/v1/index/rebuild")
+    assert started.status_code == 202 and started.json()["state"] in {"building", "done"}
+    deadline = time.monotonic() + 30
+    while (status := client.get("/v1/index/rebuild").json())["state"] == "building":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert status["state"] == "done" and status["result"]["n_vectors"] == 60
+    assert status["serving_version"] == status["result"]["index_version"]
+    assert client.get("/v1/index/stats").json()["index_version"] == status["serving_version"]
 
 
 def test_search_with_the_wrong_dimension_is_a_422(client: TestClient,

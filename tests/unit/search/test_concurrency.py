@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import services.search.service as service_module
-from services.search.index import ExactIndex, build_ivf
+from services.search.index import ExactIndex, build_ivf, fit_quantizer
 from services.search.service import IndexService
 from tests.unit.search.conftest import DIM, StoreVectors, clustered
 
@@ -63,12 +63,12 @@ def test_changes_made_during_a_rebuild_survive_the_swap(
     service.add(list(range(1, 201)), x[:200])
 
     def build_while_changes_arrive(*args, **kwargs):  # type: ignore[no-untyped-def]
-        index = build_ivf(*args, **kwargs)
+        quantizer = fit_quantizer(*args, **kwargs)
         service.add([201], x[200:])  # stored now, handed over mid-rebuild
         service.remove([5])
-        return index
+        return quantizer
 
-    monkeypatch.setattr(service_module, "build_ivf", build_while_changes_arrive)
+    monkeypatch.setattr(service_module, "fit_quantizer", build_while_changes_arrive)
     built = service.rebuild()
     hits = [h.image_id for h in service.search(x[200], 200, nprobe=8).hits]
     assert built.exact is False

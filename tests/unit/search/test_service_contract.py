@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 import services.search.service as service_module
-from services.search.index import build_ivf
+from services.search.index import fit_quantizer
 from services.search.service import IndexService
 from shared.clients import IndexClient
 from shared.config import Settings
@@ -17,7 +17,8 @@ from shared.errors import Conflict
 from tests.unit.search.conftest import DIM, StoreVectors, clustered
 
 
-@pytest.mark.parametrize("method", ["add", "remove", "search", "rebuild", "stats"])
+@pytest.mark.parametrize("method", ["add", "remove", "search", "rebuild", "stats",
+                                    "start_rebuild", "rebuild_status"])
 def test_service_methods_match_the_index_client_protocol(method: str) -> None:
     ours = inspect.signature(getattr(IndexService, method))
     theirs = inspect.signature(getattr(IndexClient, method))
@@ -34,15 +35,16 @@ def test_a_second_rebuild_while_one_runs_is_a_conflict(
     seen: list[Exception] = []
 
     def build_and_rebuild_again(*args, **kwargs):  # type: ignore[no-untyped-def]
-        try:
-            service.rebuild()
-        except Conflict as exc:
-            seen.append(exc)
-        return build_ivf(*args, **kwargs)
+        for again in (service.rebuild, service.start_rebuild):
+            try:
+                again()
+            except Conflict as exc:
+                seen.append(exc)
+        return fit_quantizer(*args, **kwargs)
 
-    monkeypatch.setattr(service_module, "build_ivf", build_and_rebuild_again)
+    monkeypatch.setattr(service_module, "fit_quantizer", build_and_rebuild_again)
     assert service.rebuild().exact is False
-    assert len(seen) == 1
+    assert len(seen) == 2
 
 
 def test_search_before_load_is_not_ready(settings: Settings,

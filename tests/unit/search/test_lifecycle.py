@@ -1,0 +1,152 @@
+"""Background rebuilds, hot swaps under load, replicas picking up versions, drift."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+import services.search.service as service_module
+from services.search.service import IndexService
+from shared.config import Settings
+from shared.db import IndexVersion
+from shared.schemas import RebuildStatus
+from tests.unit.search.conftest import DIM, StoreVectors, clustered
+
+
+def _wait(service: IndexService, timeout: float = 30) -> RebuildStatus:
+    deadline = time.monotonic() + timeout
+    while (status := service.rebuild_status()).state == "building":
+        assert time.monotonic() < deadline, "the rebuild did not finish"
+        time.sleep(0.01)
+    return status
+
+
+def _active_versions(sessions: sessionmaker[Session]) -> list[int]:
+    with sessions() as session:
+        return list(session.scalars(select(IndexVersion.id).where(IndexVersion.active.is_(True))))
+
+
+def test_add_delete_and_background_rebuilds_under_queries_lose_nothing(
+        store_vectors: StoreVectors, service: IndexService) -> None:
+    x = clustered(600, DIM, seed=3)
+    store_vectors(x)
+    service.add(list(range(1, 401)), x[:400])
+    service.rebuild()
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def guarded(fn):  # type: ignore[no-untyped-def]
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # collected and asserted on below
+                errors.append(exc)
+        return run
+
+    def query() -> None:
+        rng = np.random.default_rng(1)
+        while not stop.is_set():
+            # ids 1..200 are never touched: each must always find itself
+            i = int(rng.integers(1, 201))
+            hits = service.search(x[i - 1], 5, nprobe=8).hits
+            assert hits and hits[0].image_id == i, (i, hits[:2])
+            assert len({h.image_id for h in hits}) == len(hits)
+
+    def write() -> None:
+        for start in range(401, 601, 20):
+            service.add(list(range(start, start + 20)), x[start - 1:start + 19])
+            service.remove([start - 150])  # ids 251..431 go away
+
+    readers = [threading.Thread(target=guarded(query)) for _ in range(2)]
+    for t in readers:
+        t.start()
+    for _ in range(2):
+        service.start_rebuild()
+        writer = threading.Thread(target=guarded(write))
+        writer.start()
+        writer.join(60)
+        assert _wait(service).state == "done"
+    stop.set()
+    for t in readers:
+        t.join(60)
+    assert errors == []
+    removed = set(range(251, 432, 20))
+    present = [i for i in range(1, 601) if i not in removed]
+    assert service.stats().size == len(present)
+    for i in present:  # no lost result: every present vector finds itself
+        assert service.search(x[i - 1], 1, nprobe=8).hits[0].image_id == i
+    assert len(_active_versions(service.store._sessions)) == 1
+
+
+def test_a_crash_mid_rebuild_leaves_the_old_version_serving(
+        store_vectors: StoreVectors, service: IndexService, sessions: sessionmaker[Session],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    x = clustered(200, DIM)
+    store_vectors(x)
+    old = service.rebuild().index_version
+
+    def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise MemoryError("killed mid-fit")
+
+    monkeypatch.setattr(service_module, "fit_quantizer", crash)
+    service.start_rebuild()
+    status = _wait(service)
+    assert status.state == "failed" and "killed mid-fit" in (status.error or "")
+    assert service.stats().index_version == old == status.serving_version
+    assert _active_versions(sessions) == [old]
+    assert service.search(x[7], 1).hits[0].image_id == 8
+
+
+def test_a_replica_picks_up_the_version_another_one_built(
+        store_vectors: StoreVectors, service: IndexService, settings: Settings,
+        sessions: sessionmaker[Session]) -> None:
+    x = clustered(300, DIM)
+    store_vectors(x)
+    replica = IndexService(settings, sessions)
+    replica.load()
+    assert replica.sync_version() is False  # nothing new yet
+    built = service.rebuild()
+    assert replica.sync_version() is True
+    assert replica.stats().index_version == built.index_version
+    assert replica.search(x[10], 1).hits[0].image_id == 11
+    assert replica.sync_version() is False
+
+
+def test_drift_says_when_a_rebuild_is_due_and_auto_rebuild_starts_one(
+        store_vectors: StoreVectors, settings: Settings, sessions: sessionmaker[Session]) -> None:
+    x = clustered(300, DIM)
+    store_vectors(x[:200])
+    cfg = settings.index.model_copy(update={"rebuild_drift": 0.3, "auto_rebuild": True,
+                                            "reload_interval_s": 0.01})
+    service = IndexService(settings.model_copy(update={"index": cfg}), sessions)
+    service.load()
+    service.rebuild()
+    fresh = service.stats()
+    assert fresh.drift == 0.0 and fresh.rebuild_due is False and fresh.imbalance >= 1.0
+    time.sleep(0.02)
+    store_vectors(x[200:], first_id=201)  # 100 new vectors: 50% drift
+    service.add(list(range(201, 301)), x[200:])
+    time.sleep(0.02)  # past the cached counts
+    drifted = service.stats()
+    assert drifted.added_since_build == 100 and drifted.drift == pytest.approx(0.5)
+    assert drifted.rebuild_due is True
+    assert service.maybe_auto_rebuild() is True
+    assert _wait(service).state == "done"
+    assert service.stats().vectors_at_build == 300
+
+
+def test_an_exact_collection_reports_a_rebuild_due_once_it_outgrows_exact(
+        store_vectors: StoreVectors, settings: Settings, sessions: sessionmaker[Session]) -> None:
+    cfg = settings.index.model_copy(update={"exact_below": 50})
+    service = IndexService(settings.model_copy(update={"index": cfg}), sessions)
+    store_vectors(clustered(40, DIM))
+    service.load()
+    assert service.stats().exact and service.stats().rebuild_due is False
+    store_vectors(clustered(20, DIM, seed=5), first_id=41)
+    service.load()
+    assert service.stats().rebuild_due is True
