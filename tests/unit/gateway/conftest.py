@@ -103,9 +103,12 @@ class FakeBackends:
             self.removed.extend(body["image_ids"])
             return httpx.Response(200, json={"count": len(body["image_ids"]), "size": 0})
         if path == "/v1/index/rebuild":
-            self.rebuilds += 1
-            return httpx.Response(200, json={"index_version": 4, "n_vectors": 10,
-                                             "n_clusters": 2, "exact": False})
+            if request.method == "POST":
+                self.rebuilds += 1
+            return httpx.Response(202 if request.method == "POST" else 200, json={
+                "state": "building" if request.method == "POST" else "done",
+                "serving_version": 3, "result": None if request.method == "POST" else {
+                    "index_version": 4, "n_vectors": 10, "n_clusters": 2, "exact": False}})
         return httpx.Response(404, json={"error": {"code": "not_found", "message": path}})
 
 
@@ -170,6 +173,9 @@ def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
 
     def build(**overrides: Any) -> Gateway:
         root = tmp_path / f"gw{len(opened)}"
+        # keys and limits have their own tests (test_auth_keys.py, test_rate_limits.py)
+        overrides.setdefault("auth", {"enabled": False})
+        overrides.setdefault("rate_limit", {"enabled": False})
         settings = Settings(data_dir=root, **overrides)
         root.mkdir()
         engine = make_engine(f"sqlite:///{root / 'capsearch.db'}")

@@ -42,7 +42,11 @@ def test_search_hydrates_captions_in_rank_order(gateway: Gateway,
     assert [r["filename"] for r in body["results"]] == ["cat.jpg", "dog.jpg", "new.jpg",
                                                          "car.jpg"]  # 9999 vanished
     first = body["results"][0]
-    assert first == {"id": seeded["cat.jpg"], "score": 0.9, "caption": "a cat on a sofa",
+    assert (first["width"], first["height"], first["size_bytes"], first["source"]) == (
+        4, 4, 10, "upload")  # metadata for display, sorting and filtering
+    shown = {k: v for k, v in first.items()
+             if k not in {"width", "height", "size_bytes", "source", "created_at"}}
+    assert shown == {"id": seeded["cat.jpg"], "score": 0.9, "caption": "a cat on a sofa",
                      "filename": "cat.jpg",
                      "content_url": f"/v1/images/{seeded['cat.jpg']}/content",
                      "thumbnail_url": f"/v1/images/{seeded['cat.jpg']}/thumbnail"}
@@ -98,8 +102,9 @@ def test_search_service_500_is_502_json(gateway: Gateway) -> None:
                  "dependency_error")
 
 
-def test_rebuild_passes_through_to_the_index(gateway: Gateway) -> None:
+def test_rebuild_starts_in_the_background_and_reports_its_status(gateway: Gateway) -> None:
     resp = gateway.client.post("/v1/index/rebuild")
-    assert resp.status_code == 200
-    assert resp.json() == {"index_version": 4, "n_vectors": 10, "n_clusters": 2, "exact": False}
+    status = gateway.client.get("/v1/index/rebuild")
+    assert resp.status_code == 202 and resp.json()["state"] == "building"
+    assert status.status_code == 200 and status.json()["result"]["index_version"] == 4
     assert gateway.backends.rebuilds == 1

@@ -1,0 +1,62 @@
+"""The gateway's scrape-time metrics: images by status, caption queue depth and, in the
+embedded mode (index in this process), the index's size and version."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from fastapi import FastAPI
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.gateway.deps import GatewayContext
+from shared.db import ImageRecord, ImageStatus
+from shared.metrics import QUEUE_DEPTH, Collect, set_image_counts, set_index_stats
+
+log = logging.getLogger(__name__)
+
+
+def image_counts(session_factory: sessionmaker[Session]) -> dict[str, int]:
+    with session_factory() as session:
+        rows = session.execute(select(ImageRecord.status, func.count())
+                               .group_by(ImageRecord.status))
+        return {str(status): int(count) for status, count in rows}
+
+
+async def _collect_images(context: GatewayContext) -> None:
+    if context.schema is not None and not context.schema.ready:
+        return  # no database yet: the gauges keep their last values
+    counts = await anyio.to_thread.run_sync(image_counts, context.session_factory)
+    set_image_counts(counts, [s.value for s in ImageStatus])
+
+
+async def _collect_queue(context: GatewayContext) -> None:
+    backlog = getattr(context.queue, "backlog", None)
+    if backlog is not None:
+        waiting = await anyio.to_thread.run_sync(backlog)
+        if waiting is not None:  # None: the broker is unreachable right now
+            QUEUE_DEPTH.set(waiting)
+
+
+async def _collect_index(context: GatewayContext) -> None:
+    # in the stack the search service reports its own index; here only the in-process one
+    if context.settings.queue_backend == "inprocess":
+        stats = await context.index.stats()
+        set_index_stats(size=stats.size, version=stats.index_version, clusters=stats.n_clusters)
+
+
+def gateway_collector(app: FastAPI) -> Collect:
+    """Refresh the gauges from the context the app holds (none yet while it starts)."""
+
+    async def collect() -> None:
+        context: GatewayContext | None = getattr(app.state, "context", None)
+        if context is None:
+            return
+        for step in (_collect_images, _collect_queue, _collect_index):
+            try:
+                await step(context)
+            except Exception as exc:  # one dead dependency must not hide the other gauges
+                log.warning("metrics: %s failed: %s", step.__name__.strip("_"), exc)
+
+    return collect

@@ -1,0 +1,228 @@
+"""`GET /v1/search` with everything users reach for: a relevance threshold, filters, sort by
+relevance or date, cursor paging and (optionally) hybrid ranking.
+
+The vector index proposes candidates; the database filters them and supplies metadata. Hybrid
+ranking fuses the vector ranking with a full-text ranking of caption text (Postgres full-text,
+SQLite FTS5) by reciprocal rank fusion. Whatever the order, each result's `score` is the
+cosine similarity of the query and its caption vector, so `min_score` means one thing.
+
+Plain queries (relevance, no filters, no fusion) ask the index for exactly the rows the page
+needs; filtered or date-sorted queries work on the best `ranking.filter_depth` candidates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import anyio
+import numpy as np
+from fastapi import Depends, Query
+from numpy.typing import NDArray
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.gateway.deps import SettingsDep
+from services.gateway.filters import ImageFilters, ImageFiltersDep
+from services.gateway.images import content_url, latest_captions, thumbnail_url
+from services.gateway.ranking import (
+    decode_cursor,
+    encode_cursor,
+    newest_first,
+    reciprocal_rank_fusion,
+)
+from services.gateway.search import SearchQuery
+from shared.clients import AsyncIndexClient, AsyncTextEncoderClient
+from shared.config import Settings
+from shared.db import Embedding, ImageRecord
+from shared.db.fulltext import match_captions
+from shared.errors import ValidationFailed
+from shared.schemas import SearchHit, SearchResult, SearchResults
+from shared.vectors import from_bytes
+
+Sort = Literal["relevance", "date"]
+EMBEDDING_KIND = "caption"  # the per-image representation the index serves
+MAX_INDEX_K = 1000  # what one search-service call returns at most (SearchRequest.k)
+_IN_CHUNK = 900
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to order, narrow and page a search (on top of `SearchQuery`)."""
+
+    sort: Sort = "relevance"
+    filters: ImageFilters = ImageFilters()
+    hybrid: bool = False
+    cursor: str | None = None
+
+    def fingerprint(self, query: SearchQuery) -> str:
+        """What a cursor is bound to: the same text, threshold, order and filters."""
+        key = repr((query.q, query.min_score, query.nprobe, self.sort, self.hybrid,
+                    self.filters.fingerprint()))
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+async def get_search_options(
+    settings: SettingsDep,
+    filters: ImageFiltersDep,
+    sort: Annotated[Sort, Query(description="relevance (best first) or date (newest first, "
+                                            "among the matches above min_score)")
+                    ] = "relevance",
+    hybrid: Annotated[bool | None, Query(description=(
+        "fuse caption full-text matches into the ranking (default: the ranking.hybrid "
+        "setting)"))] = None,
+    cursor: Annotated[str | None, Query(max_length=200, description=(
+        "next_cursor of the previous page"))] = None,
+) -> SearchOptions:
+    return SearchOptions(sort=sort, filters=filters, cursor=cursor,
+                         hybrid=settings.ranking.hybrid if hybrid is None else hybrid)
+
+
+SearchOptionsDep = Annotated[SearchOptions, Depends(get_search_options)]
+
+
+@dataclass(frozen=True)
+class ImageDetails:
+    filename: str
+    source: str
+    created_at: datetime
+    width: int
+    height: int
+    size_bytes: int
+    caption: str | None
+
+
+def _chunks(ids: Sequence[int]) -> list[list[int]]:
+    return [list(ids[i:i + _IN_CHUNK]) for i in range(0, len(ids), _IN_CHUNK)]
+
+
+def load_details(session: Session, image_ids: Sequence[int], filters: ImageFilters
+                 ) -> dict[int, ImageDetails]:
+    """Metadata and latest caption of the images that exist and pass the filters."""
+    rows = []
+    for chunk in _chunks(list(dict.fromkeys(image_ids))):
+        rows += session.execute(
+            select(ImageRecord.id, ImageRecord.filename, ImageRecord.source,
+                   ImageRecord.created_at, ImageRecord.width, ImageRecord.height,
+                   ImageRecord.size_bytes)
+            .where(ImageRecord.id.in_(chunk), *filters.clauses())).all()
+    captions = latest_captions(session, [r.id for r in rows])
+    return {r.id: ImageDetails(filename=r.filename, source=r.source,
+                               created_at=_aware(r.created_at), width=r.width, height=r.height,
+                               size_bytes=r.size_bytes, caption=captions.get(r.id))
+            for r in rows}
+
+
+def stored_vectors(session: Session, image_ids: Sequence[int], model: str
+                   ) -> dict[int, NDArray[np.float32]]:
+    """The stored caption vectors of these images (for scoring text-only matches)."""
+    out: dict[int, NDArray[np.float32]] = {}
+    for chunk in _chunks(list(image_ids)):
+        rows = session.execute(select(Embedding.image_id, Embedding.dim, Embedding.vector).where(
+            Embedding.image_id.in_(chunk), Embedding.kind == EMBEDDING_KIND,
+            Embedding.model == model))
+        out.update({i: from_bytes(v, d) for i, d, v in rows})
+    return out
+
+
+def _aware(instant: datetime) -> datetime:
+    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
+
+
+def as_result(image_id: int, score: float, d: ImageDetails) -> SearchResult:
+    return SearchResult(id=image_id, score=score, caption=d.caption, filename=d.filename,
+                        content_url=content_url(image_id), thumbnail_url=thumbnail_url(image_id),
+                        source=d.source, created_at=d.created_at, width=d.width,
+                        height=d.height, size_bytes=d.size_bytes)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """What the database says about the candidates of one query."""
+
+    details: dict[int, ImageDetails]
+    text_ranking: list[int]
+    text_scores: dict[int, float]  # cosine scores of text matches the vector list lacked
+
+
+def _gather(session_factory: sessionmaker[Session], *, query: SearchQuery,
+            options: SearchOptions, vector_ids: list[int], query_vector: NDArray[np.float32],
+            text_depth: int, model: str) -> Candidates:
+    with session_factory() as session:
+        text_ranking = match_captions(session, query.q, text_depth) if options.hybrid else []
+        known = set(vector_ids)
+        text_only = [i for i in text_ranking if i not in known]
+        vectors = stored_vectors(session, text_only, model) if text_only else {}
+        text_scores = {i: float(np.dot(query_vector, v)) for i, v in vectors.items()
+                       if v.shape == query_vector.shape}
+        details = load_details(session, vector_ids + list(text_scores), options.filters)
+    return Candidates(details=details, text_ranking=text_ranking, text_scores=text_scores)
+
+
+def _depths(query: SearchQuery, options: SearchOptions, offset: int, settings: Settings
+            ) -> tuple[int, bool]:
+    """How many vector candidates to ask for, and whether that is exactly the page (plain)."""
+    wanted = offset + query.k
+    plain = options.sort == "relevance" and not options.filters.active and not options.hybrid
+    if plain:
+        depth = wanted
+    elif options.filters.active or options.sort == "date":
+        depth = max(wanted, settings.ranking.filter_depth)
+    else:
+        depth = max(wanted, settings.ranking.depth)
+    if wanted > MAX_INDEX_K:
+        raise ValidationFailed(f"cursor: pages end after the best {MAX_INDEX_K} results; "
+                               "narrow the query or add filters")
+    return min(depth, MAX_INDEX_K), plain
+
+
+def order_candidates(*, hits: list[SearchHit], candidates: Candidates, query: SearchQuery,
+                     options: SearchOptions, settings: Settings) -> list[tuple[int, float]]:
+    """(id, score) of every candidate that passed the filters and min_score, in final order."""
+    scores = {h.image_id: h.score for h in hits} | candidates.text_scores
+    keep = {i for i, s in scores.items()
+            if i in candidates.details and s >= query.min_score}
+    if options.sort == "date":
+        created = {i: candidates.details[i].created_at for i in keep}
+        order = newest_first(list(keep), created)
+    elif options.hybrid:
+        vector_ranking = [h.image_id for h in hits]
+        fused = reciprocal_rank_fusion([vector_ranking, candidates.text_ranking],
+                                       [1.0, settings.ranking.text_weight],
+                                       k=settings.ranking.rrf_k)
+        order = [i for i in fused if i in keep]
+    else:
+        order = [h.image_id for h in hits if h.image_id in keep]
+    return [(i, scores[i]) for i in order]
+
+
+async def search_page(*, query: SearchQuery, options: SearchOptions, settings: Settings,
+                      encoder: AsyncTextEncoderClient, index: AsyncIndexClient,
+                      session_factory: sessionmaker[Session]) -> SearchResults:
+    """One page of results for the query, its options and its cursor."""
+    fingerprint = options.fingerprint(query)
+    offset = decode_cursor(options.cursor, fingerprint) if options.cursor else 0
+    depth, plain = _depths(query, options, offset, settings)
+    vectors = await encoder.encode([query.q])
+    found = await index.search(vectors[0], depth, query.nprobe)
+    candidates = await anyio.to_thread.run_sync(lambda: _gather(
+        session_factory, query=query, options=options,
+        vector_ids=[h.image_id for h in found.hits], query_vector=vectors[0],
+        text_depth=settings.ranking.depth, model=settings.embedding_model))
+    ranked = order_candidates(hits=found.hits, candidates=candidates, query=query,
+                              options=options, settings=settings)
+    page = ranked[offset:offset + query.k]
+    more = len(ranked) > offset + query.k
+    if plain and len(found.hits) == depth and len(ranked) == len(found.hits):
+        more = True  # the index may hold more than it was asked for
+    next_offset = offset + query.k
+    next_cursor = (encode_cursor(next_offset, fingerprint)
+                   if more and next_offset < MAX_INDEX_K else None)
+    return SearchResults(
+        query=query.q, k=query.k,
+        results=[as_result(i, s, candidates.details[i]) for i, s in page],
+        index_version=found.index_version, partial=found.partial, sort=options.sort,
+        hybrid=options.hybrid, next_cursor=next_cursor)

@@ -1,0 +1,105 @@
+"""Find similar: the images nearest to one image of the collection, that image first.
+
+An example is named by id, or uploaded; an uploaded example is looked up by its sha256 (its
+content address). The gateway has no captioner, so an example the collection does not hold is
+refused with a 404 that says to upload it first (`POST /v1/images`): captioning synchronously
+would tie a search request to the slowest model, on a process that has no GPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import anyio
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.gateway.deps import MAX_ID
+from services.gateway.filters import ImageFilters
+from services.gateway.retrieval import EMBEDDING_KIND, ImageDetails, as_result, load_details
+from shared.clients import AsyncIndexClient
+from shared.db import Embedding, ImageRecord
+from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.schemas import SimilarResults
+from shared.vectors import from_bytes
+
+
+class SimilarOptions(BaseModel):
+    """How many similar images, and how similar at least (form fields of an upload)."""
+
+    k: int | None = Field(None, ge=1, description="how many results, the image included")
+    min_score: float = Field(-1.0, ge=-1.0, le=1.0, allow_inf_nan=False)
+
+
+class SimilarRequest(SimilarOptions):
+    """The JSON body of `POST /v1/search/similar`."""
+
+    image_id: int = Field(..., ge=1, le=MAX_ID, description="an image of the collection")
+
+
+class NotIndexed(Conflict):
+    code = "not_indexed"
+
+
+@dataclass(frozen=True)
+class Example:
+    image_id: int
+    vector: NDArray[np.float32]
+
+
+def example_by_id(session: Session, image_id: int, model: str) -> Example:
+    """The stored caption vector of an image: 404 if there is no such image, 409 if it is not
+    captioned yet."""
+    status = session.scalar(select(ImageRecord.status).where(ImageRecord.id == image_id))
+    if status is None:
+        raise NotFound(f"image {image_id} not found")
+    row = session.execute(select(Embedding.dim, Embedding.vector).where(
+        Embedding.image_id == image_id, Embedding.kind == EMBEDDING_KIND,
+        Embedding.model == model)).first()
+    if row is None:
+        raise NotIndexed(f"image {image_id} is {status}, not indexed yet: find similar "
+                         "images once it is indexed")
+    return Example(image_id=image_id, vector=from_bytes(row.vector, row.dim))
+
+
+def example_by_bytes(session: Session, data: bytes, model: str) -> Example:
+    """The collection's copy of these bytes (same sha256), or 404 saying to upload first."""
+    sha = hashlib.sha256(data).hexdigest()
+    image_id = session.scalar(select(ImageRecord.id).where(ImageRecord.sha256 == sha))
+    if image_id is None:
+        raise NotFound("this photo is not in the collection: upload it (POST /v1/images) "
+                       "and find similar images by its id once it is indexed",
+                       code="not_in_collection")
+    return example_by_id(session, int(image_id), model)
+
+
+def check_k(k: int | None, max_k: int) -> int:
+    k = min(10, max_k) if k is None else k
+    if not 1 <= k <= max_k:
+        raise ValidationFailed(f"k: must be between 1 and {max_k}")
+    return k
+
+
+async def find_similar(*, example: Example, k: int, min_score: float, nprobe: int | None,
+                       index: AsyncIndexClient, session_factory: sessionmaker[Session]
+                       ) -> SimilarResults:
+    """The k nearest images to the example's caption vector, the example itself first."""
+    found = await index.search(example.vector, k + 1, nprobe)
+    self_score = float(np.dot(example.vector, example.vector))
+    ranked = [(example.image_id, self_score)] + [
+        (h.image_id, h.score) for h in found.hits
+        if h.image_id != example.image_id and h.score >= min_score]
+    ranked = ranked[:k]
+
+    def _details() -> dict[int, ImageDetails]:
+        with session_factory() as session:
+            return load_details(session, [i for i, _ in ranked], ImageFilters())
+
+    details = await anyio.to_thread.run_sync(_details)
+    results = [as_result(i, s, details[i]) for i, s in ranked if i in details]
+    return SimilarResults(image_id=example.image_id, k=k, results=results,
+                          index_version=found.index_version, partial=found.partial)
