@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from capsearch.commands import demo, evaluate, ingest, search, serve, stack
+from capsearch.commands import demo, doctor, evaluate, ingest, keys, search, serve, stack
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default=None, help="gateway URL (default: CAPSEARCH_URL)")
     p.add_argument("--batch", type=int, default=16, help="files per upload request")
     p.add_argument("--no-wait", action="store_true", help="return once uploads are accepted")
+    p.add_argument("--watch", action="store_true",
+                   help="keep ONE folder indexed: new, changed and deleted files, until Ctrl-C")
+    p.add_argument("--interval", type=float, default=10.0, help="seconds between --watch scans")
+    p.add_argument("--state", type=Path, default=None,
+                   help="--watch state file (default: under the data dir; resumable)")
     p.set_defaults(func=ingest.run)
 
     p = sub.add_parser("search", help="search the photos with a text query")
@@ -53,12 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--captioner", default=None, help="override CAPSEARCH_CAPTIONER")
     r.add_argument("--max-queries", type=int, default=None, help="use at most N captions")
     r.add_argument("--json", action="store_true", help="last line: one JSON object")
+    r.add_argument("--hybrid", choices=["on", "off"], default=None,
+                   help="fuse caption full-text matches into the ranking (default: setting)")
     r.set_defaults(func=evaluate.run_retrieval)
 
     p = sub.add_parser("stack", help="run each service as its own process (local stack)")
     p.add_argument("action", choices=["up", "down", "status"])
     p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
     p.set_defaults(func=stack.run)
+
+    keys.add_parsers(sub)
+    doctor.add_parser(sub)
     return parser
 
 
@@ -70,8 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a CLI prints one clear line, not a traceback, for known errors
         from capsearch.client import ApiError
+        from shared.errors import CapsearchError
 
-        if isinstance(exc, ApiError | FileNotFoundError | ValueError | TimeoutError):
+        if isinstance(exc, ApiError | CapsearchError | FileNotFoundError | ValueError
+                      | TimeoutError):
             print(f"capsearch: {exc}", file=sys.stderr)
             return 1
         raise

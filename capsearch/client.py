@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import mimetypes
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -18,9 +19,24 @@ from typing import Any
 
 import httpx
 
-from shared.schemas import ImagePublic, SearchResults, UploadItem, UploadResponse
+from shared.schemas import (
+    ImagePage,
+    ImagePublic,
+    ImportCreate,
+    ImportPublic,
+    SearchResults,
+    SimilarResults,
+    SourceCount,
+    UploadItem,
+    UploadResponse,
+)
 
 TERMINAL_STATUSES = frozenset({"indexed", "failed"})
+
+
+def _present(params: dict[str, Any]) -> dict[str, Any]:
+    """Without the parameters left unset."""
+    return {k: v for k, v in params.items() if v is not None}
 
 
 class ApiError(Exception):
@@ -41,14 +57,49 @@ def _raise_for(resp: httpx.Response) -> None:
         raise ApiError(resp.status_code, "http_error", resp.text[:300]) from None
 
 
+API_KEY_ENV = "CAPSEARCH_API_KEY"
+
+
+class RetryAfterTransport(httpx.BaseTransport):
+    """Waits out a 429 as its Retry-After says (bounded), so rate limits slow a client down
+    instead of failing it."""
+
+    def __init__(self, inner: httpx.BaseTransport | None = None, *, max_retries: int = 8,
+                 max_wait_s: float = 10.0) -> None:
+        self._inner = inner or httpx.HTTPTransport()
+        self._max_retries = max_retries
+        self._max_wait_s = max_wait_s
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for attempt in range(self._max_retries + 1):
+            response = self._inner.handle_request(request)
+            if response.status_code != 429 or attempt == self._max_retries:
+                return response
+            try:
+                wait = float(response.headers.get("Retry-After", "0.5"))
+            except ValueError:
+                wait = 0.5
+            response.close()
+            time.sleep(min(self._max_wait_s, max(0.05, wait)))
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 class CapsearchClient:
-    """Upload, poll, search and delete through the gateway."""
+    """Upload, poll, search and delete through the gateway.
+
+    The API key is `api_key`, else the CAPSEARCH_API_KEY environment variable (as the CLI's
+    client commands read it); without either, requests go without a key (embedded mode).
+    """
 
     def __init__(self, base_url: str, *, timeout: float = 120.0, api_key: str | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
+        api_key = api_key or os.environ.get(API_KEY_ENV) or None
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=base_url, timeout=timeout, headers=headers,
-                                  transport=transport)
+                                  transport=RetryAfterTransport(transport))
 
     def __enter__(self) -> CapsearchClient:
         return self
@@ -80,15 +131,72 @@ class CapsearchClient:
         _raise_for(self._http.delete(f"/v1/images/{image_id}"))
 
     def search(self, query: str, *, k: int = 10, min_score: float | None = None,
-               nprobe: int | None = None) -> SearchResults:
-        params: dict[str, Any] = {"q": query, "k": k}
-        if min_score is not None:
-            params["min_score"] = min_score
-        if nprobe is not None:
-            params["nprobe"] = nprobe
-        resp = self._http.get("/v1/search", params=params)
+               nprobe: int | None = None, sort: str | None = None, hybrid: bool | None = None,
+               cursor: str | None = None, **filters: Any) -> SearchResults:
+        """One page of results. `sort` is relevance|date; `filters` are date_from, date_to,
+        source, min_bytes, max_bytes, min_megapixels, max_megapixels; pass a page's
+        `next_cursor` as `cursor` for the next one."""
+        params: dict[str, Any] = {"q": query, "k": k, "min_score": min_score,
+                                  "nprobe": nprobe, "sort": sort, "cursor": cursor,
+                                  "hybrid": None if hybrid is None else str(hybrid).lower(),
+                                  **filters}
+        resp = self._http.get("/v1/search", params=_present(params))
         _raise_for(resp)
         return SearchResults.model_validate(resp.json())
+
+    def similar(self, image_id: int | None = None, *, path: Path | str | None = None,
+                k: int = 10, min_score: float | None = None) -> SimilarResults:
+        """Images like one of the collection (by id, or a local copy of its file), it first."""
+        if (image_id is None) == (path is None):
+            raise ValueError("give exactly one of image_id and path")
+        if path is not None:
+            p = Path(path)
+            form = _present({"k": k, "min_score": min_score})
+            resp = self._http.post("/v1/search/similar", data=form,
+                                   files={"file": (p.name, p.read_bytes())})
+        else:
+            resp = self._http.post("/v1/search/similar", json=_present(
+                {"image_id": image_id, "k": k, "min_score": min_score}))
+        _raise_for(resp)
+        return SimilarResults.model_validate(resp.json())
+
+    def images(self, *, status: str | None = None, limit: int = 50, offset: int = 0,
+               **filters: Any) -> ImagePage:
+        """A page of images, newest first, with the same filters as `search`."""
+        resp = self._http.get("/v1/images", params=_present(
+            {"status": status, "limit": limit, "offset": offset, **filters}))
+        _raise_for(resp)
+        return ImagePage.model_validate(resp.json())
+
+    def sources(self) -> list[SourceCount]:
+        resp = self._http.get("/v1/sources")
+        _raise_for(resp)
+        return [SourceCount.model_validate(s) for s in resp.json()]
+
+    def start_import(self, *, folder: str | None = None, prefix: str | None = None
+                     ) -> ImportPublic:
+        """Import a server-side folder or bucket prefix (one the server allows)."""
+        body = ImportCreate(folder=folder, prefix=prefix).model_dump(exclude_none=True)
+        resp = self._http.post("/v1/imports", json=body)
+        _raise_for(resp)
+        return ImportPublic.model_validate(resp.json())
+
+    def import_status(self, import_id: int) -> ImportPublic:
+        resp = self._http.get(f"/v1/imports/{import_id}")
+        _raise_for(resp)
+        return ImportPublic.model_validate(resp.json())
+
+    def wait_import(self, import_id: int, *, timeout: float = 3600.0, poll_s: float = 0.5
+                    ) -> ImportPublic:
+        """Poll an import until it is done or failed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.import_status(import_id)
+            if job.status in ("done", "failed"):
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"import {import_id} not finished in {timeout}s")
+            time.sleep(poll_s)
 
     def rebuild(self) -> dict[str, Any]:
         resp = self._http.post("/v1/index/rebuild")

@@ -6,6 +6,8 @@ Both speak the schemas in `shared.schemas`; transport failures surface as the
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -30,6 +32,7 @@ from shared.schemas import (
     IndexRemoveRequest,
     IndexStats,
     RebuildResponse,
+    RebuildStatus,
     SearchRequest,
     SearchResponse,
 )
@@ -54,6 +57,10 @@ class IndexClient(Protocol):
 
     def rebuild(self) -> RebuildResponse: ...
 
+    def start_rebuild(self) -> RebuildStatus: ...
+
+    def rebuild_status(self) -> RebuildStatus: ...
+
     def stats(self) -> IndexStats: ...
 
 
@@ -72,11 +79,37 @@ class AsyncIndexClient(Protocol):
 
     async def rebuild(self) -> RebuildResponse: ...
 
+    async def start_rebuild(self) -> RebuildStatus: ...
+
+    async def rebuild_status(self) -> RebuildStatus: ...
+
     async def stats(self) -> IndexStats: ...
+
+
+# internal services accept calls only with the shared token (settings.service_token)
+SERVICE_TOKEN_HEADER = "X-Service-Token"
+# an idle connection is dropped here (2 s) before uvicorn drops it (5 s): otherwise a request
+# sent on a connection the server is closing at that instant fails ("search unreachable")
+POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20,
+                           keepalive_expiry=2.0)
 
 
 def _headers() -> dict[str, str]:
     return {"X-Request-ID": request_id_var.get()}
+
+
+def _auth_headers(service_token: str | None) -> dict[str, str]:
+    return {SERVICE_TOKEN_HEADER: service_token} if service_token else {}
+
+
+# how often `rebuild()` polls the status of the rebuild it started
+REBUILD_POLL_S = 0.2
+
+
+def _rebuild_result(status: RebuildStatus) -> RebuildResponse:
+    if status.state == "done" and status.result is not None:
+        return status.result
+    raise DependencyError(f"search: the rebuild failed: {status.error}")
 
 
 def _raise_for(resp: httpx.Response, service: str) -> None:
@@ -131,8 +164,10 @@ class HttpEncoderClient:
     service = "encoder"
 
     def __init__(self, base_url: str, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+                 transport: httpx.BaseTransport | None = None,
+                 service_token: str | None = None) -> None:
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport,
+                                  headers=_auth_headers(service_token), limits=POOL_LIMITS)
 
     def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
         with _transport_errors(self.service):
@@ -151,8 +186,10 @@ class HttpIndexClient:
     service = "search"
 
     def __init__(self, base_url: str, timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
+                 transport: httpx.BaseTransport | None = None,
+                 service_token: str | None = None) -> None:
+        self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport,
+                                  headers=_auth_headers(service_token), limits=POOL_LIMITS)
 
     def _call(self, method: str, path: str, json: Any = None) -> httpx.Response:
         with _transport_errors(self.service):
@@ -175,7 +212,18 @@ class HttpIndexClient:
         return SearchResponse.model_validate(resp.json())
 
     def rebuild(self) -> RebuildResponse:
-        return RebuildResponse.model_validate(self._call("POST", "/v1/index/rebuild").json())
+        """Start a rebuild and wait for it (polling its status: no request stays open)."""
+        status = self.start_rebuild()
+        while status.state == "building":
+            time.sleep(REBUILD_POLL_S)
+            status = self.rebuild_status()
+        return _rebuild_result(status)
+
+    def start_rebuild(self) -> RebuildStatus:
+        return RebuildStatus.model_validate(self._call("POST", "/v1/index/rebuild").json())
+
+    def rebuild_status(self) -> RebuildStatus:
+        return RebuildStatus.model_validate(self._call("GET", "/v1/index/rebuild").json())
 
     def stats(self) -> IndexStats:
         return IndexStats.model_validate(self._call("GET", "/v1/index/stats").json())
@@ -190,8 +238,10 @@ class AsyncHttpEncoderClient:
     service = "encoder"
 
     def __init__(self, base_url: str, timeout: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 service_token: str | None = None) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport,
+                                       headers=_auth_headers(service_token), limits=POOL_LIMITS)
 
     async def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
         with _transport_errors(self.service):
@@ -210,8 +260,10 @@ class AsyncHttpIndexClient:
     service = "search"
 
     def __init__(self, base_url: str, timeout: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport)
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 service_token: str | None = None) -> None:
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport,
+                                       headers=_auth_headers(service_token), limits=POOL_LIMITS)
 
     async def _call(self, method: str, path: str, json: Any = None) -> httpx.Response:
         with _transport_errors(self.service):
@@ -235,8 +287,20 @@ class AsyncHttpIndexClient:
         return SearchResponse.model_validate(resp.json())
 
     async def rebuild(self) -> RebuildResponse:
+        """Start a rebuild and wait for it (polling its status: no request stays open)."""
+        status = await self.start_rebuild()
+        while status.state == "building":
+            await asyncio.sleep(REBUILD_POLL_S)
+            status = await self.rebuild_status()
+        return _rebuild_result(status)
+
+    async def start_rebuild(self) -> RebuildStatus:
         resp = await self._call("POST", "/v1/index/rebuild")
-        return RebuildResponse.model_validate(resp.json())
+        return RebuildStatus.model_validate(resp.json())
+
+    async def rebuild_status(self) -> RebuildStatus:
+        resp = await self._call("GET", "/v1/index/rebuild")
+        return RebuildStatus.model_validate(resp.json())
 
     async def stats(self) -> IndexStats:
         resp = await self._call("GET", "/v1/index/stats")
@@ -288,6 +352,14 @@ class ThreadedAsyncIndex:
         import anyio
 
         return await anyio.to_thread.run_sync(self._sync.rebuild)
+
+    async def start_rebuild(self) -> RebuildStatus:
+        import anyio
+
+        return await anyio.to_thread.run_sync(self._sync.start_rebuild)
+
+    async def rebuild_status(self) -> RebuildStatus:
+        return self._sync.rebuild_status()
 
     async def stats(self) -> IndexStats:
         import anyio

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = {"", "changeme", "changethis", "minioadmin", "secret", "password"}
+MIN_SERVICE_TOKEN_CHARS = 16
 
 
 class S3Settings(BaseModel):
@@ -28,9 +30,62 @@ class IndexSettings(BaseModel):
 
     exact_below: int = Field(20_000, ge=0, description="exact search below this many vectors")
     n_clusters: int | None = Field(None, ge=1, description="K; None = about 4*sqrt(N)")
-    pca_components: int = Field(64, ge=2, description="dimensions kept for clustering")
+    pca_components: int = Field(96, ge=2, description="PCA dimensions: K-means fit, probe, scan")
     nprobe: int = Field(8, ge=1, description="clusters scanned per query by default")
     seed: int = 0
+    rerank: int = Field(100, ge=1, description="PCA-scan candidates re-scored on full vectors")
+    storage: Literal["float32", "float16"] = Field(
+        "float32", description="dtype of the full vectors kept in memory")
+    shard_id: int = Field(0, ge=0, description="which shard this replica serves")
+    n_shards: int = Field(1, ge=1, description="shards: clusters (exact: image ids) mod n")
+    reload_interval_s: float = Field(
+        5.0, gt=0, description="how often a replica polls for a new active version")
+    auto_rebuild: bool = Field(
+        False, description="shard 0 rebuilds by itself when a rebuild is due")
+    rebuild_drift: float = Field(
+        0.3, gt=0, description="a rebuild is due once added+removed exceed this share")
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> IndexSettings:
+        if self.shard_id >= self.n_shards:
+            raise ValueError(f"index shard_id {self.shard_id} must be below n_shards "
+                             f"{self.n_shards}")
+        return self
+
+
+class RankingSettings(BaseModel):
+    """How `GET /v1/search` orders and pages results (see docs/search.md)."""
+
+    # fuse caption full-text matches with the vector ranking (reciprocal rank fusion); off by
+    # default: measured neutral on tag captions (docs/search.md), so a request opts in
+    hybrid: bool = False
+    text_weight: float = Field(0.1, ge=0, description="weight of the text list in the fusion")
+    rrf_k: int = Field(60, ge=1, description="the RRF constant: 1 / (rrf_k + rank)")
+    depth: int = Field(100, ge=1, le=1000, description="text matches fused (and at least "
+                                                          "this many vector candidates)")
+    # vector candidates filtered, sorted by date and paged when a query has filters or sorts
+    # by date; a deeper page than this is refused
+    filter_depth: int = Field(1000, ge=1, le=1000)
+
+
+class AuthSettings(BaseModel):
+    """API keys on the gateway (`capsearch keys create|list|revoke`)."""
+
+    # None = on, except `capsearch serve`/demo bound to loopback; production refuses False
+    enabled: bool | None = None
+    cache_s: float = Field(5.0, ge=0, description="how long a checked key is trusted (revocation"
+                                                  " takes effect within this)")
+
+
+class RateLimitSettings(BaseModel):
+    """A token bucket per API key (per client address without keys) on the gateway."""
+
+    enabled: bool = True
+    rate_per_s: float = Field(20.0, gt=0, description="sustained requests per second")
+    burst: int = Field(60, ge=1, description="requests allowed at once after a quiet spell")
+    # auto = Redis when the queue backend is celery (shared by every gateway), else in-process
+    backend: Literal["auto", "memory", "redis"] = "auto"
+    redis_url: str | None = None  # None = broker_url
 
 
 class Settings(BaseSettings):
@@ -58,6 +113,11 @@ class Settings(BaseSettings):
     url: str = "http://127.0.0.1:8000"  # the gateway, for CLI client commands
     encoder_url: str = "http://127.0.0.1:8001"
     search_url: str = "http://127.0.0.1:8002"
+    # search shards, shard i first (JSON list or comma-separated); empty = [search_url]
+    search_urls: Annotated[list[str], NoDecode] = []
+    search_shard_timeout_s: float = Field(5.0, gt=0)
+    # a shard that fails or times out: "partial" results (marked) or an "error" (503/504)
+    search_on_shard_failure: Literal["partial", "error"] = "partial"
     http_timeout_s: float = Field(30.0, gt=0)
 
     host: str = "127.0.0.1"
@@ -77,8 +137,26 @@ class Settings(BaseSettings):
     encoder_batch_wait_ms: float = Field(2.0, ge=0, le=1000)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     torch_threads: int | None = None
+    # what the search index ranks by (docs/quality.md): the caption's text vector, the
+    # projection head's image vector, or their weighted sum; also the `embeddings.kind` indexed
+    representation: Literal["caption", "image", "fused"] = "caption"
+    # the shared CNN pass (tags, sat, projection head) runs at this input size (px)
+    backbone_image_size: int = Field(224, ge=64, le=1024)
+    # trained model files; None = the defaults shipped in services/caption/models/
+    sat_checkpoint: Path | None = None
+    projection_checkpoint: Path | None = None
+    sat_beam_width: int = Field(3, ge=1)
+    sat_length_penalty: float = Field(0.0, ge=0)
+    # weight of the caption vector in the fused vector; None = the one tuned with the head
+    fusion_weight: float | None = Field(None, ge=0, le=1)
+    hf_model_dir: Path | None = None  # any transformers image-to-text model directory
+    hf_max_new_tokens: int = Field(30, ge=1)
+    hf_num_beams: int = Field(3, ge=1)
+    # cached CNN features and text vectors of training runs
+    cache_dir: Path = Path.home() / ".cache" / "capsearch"
 
     index: IndexSettings = IndexSettings()
+    ranking: RankingSettings = RankingSettings()
 
     # upload limits
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1)
@@ -88,20 +166,64 @@ class Settings(BaseSettings):
 
     search_max_k: int = Field(100, ge=1)
     query_max_chars: int = Field(512, ge=1)
+    # the Celery caption worker serves Prometheus metrics on this port (None = off; a port
+    # already taken, e.g. by a second worker on the host, is logged and skipped)
+    worker_metrics_port: int | None = Field(9101, ge=1, le=65535)
+    import_bucket: str | None = None  # bucket of POST /v1/imports prefixes; None = s3.bucket
 
     worker_max_retries: int = Field(5, ge=0)
+    # images `pending`/`captioned` for longer than this, with the caption queue empty, are
+    # re-queued by the gateway (a task lost with a killed worker or a restarted Redis)
+    requeue_after_s: float = Field(600.0, gt=0)
+    requeue_interval_s: float = Field(60.0, ge=0, description="0 = never sweep")
+
+    auth: AuthSettings = AuthSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
+    # shared by gateway, worker, encoder and search: internal calls carry it (X-Service-Token)
+    service_token: SecretStr = SecretStr("")
+    # the key client commands (ingest, search) send to the gateway
+    api_key: SecretStr | None = None
+    # bulk imports may read only below these server folders / bucket prefixes
+    import_roots: list[Path] = []
+    import_prefixes: list[str] = []
+
     log_level: str = "INFO"
     log_json: bool = False
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
-        if self.environment == "production" and self.blob_backend == "s3":
+        if self.environment != "production":
+            return self
+        if self.blob_backend == "s3":
             secret = self.s3.secret_key.get_secret_value()
             if secret.lower() in PLACEHOLDER_SECRETS:
                 raise ValueError(
                     "CAPSEARCH_S3__SECRET_KEY is unset or a placeholder; set a real secret"
                 )
+        token = self.service_token.get_secret_value()
+        if token.lower() in PLACEHOLDER_SECRETS or len(token) < MIN_SERVICE_TOKEN_CHARS:
+            raise ValueError(
+                "CAPSEARCH_SERVICE_TOKEN is unset or a placeholder; set a random secret of at "
+                f"least {MIN_SERVICE_TOKEN_CHARS} characters (e.g. openssl rand -hex 32)"
+            )
+        if self.auth.enabled is False:
+            raise ValueError("CAPSEARCH_AUTH__ENABLED=false is refused in production")
         return self
+
+    @field_validator("search_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [u.strip() for u in text.split(",") if u.strip()]
+        return value
+
+    @property
+    def shard_urls(self) -> list[str]:
+        """The search service of each shard, in shard order."""
+        return list(self.search_urls) or [self.search_url]
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -8,19 +8,27 @@ the web edge renders it once as `{"error": {"code": ..., "message": ...}}`.
     │   ├── InvalidImage (415, invalid_image)
     │   ├── PayloadTooLarge (413, payload_too_large)
     │   └── ValidationFailed (422, validation_error)
+    ├── Unauthorized (401, unauthorized)                no or a bad API key
+    ├── Forbidden (403, forbidden)                      the key lacks the route's scope
     ├── NotFound (404, not_found)
     ├── Conflict (409, conflict)
+    ├── RateLimited (429, rate_limited)                 with a Retry-After header
     └── DependencyError (502, dependency_error)        a downstream service answered badly
         ├── DependencyUnavailable (503, dependency_unavailable)   it is down / unreachable
+        │   └── DatabaseUnavailable (503, database_unavailable)
         └── DependencyTimeout (504, dependency_timeout)          it did not answer in time
 """
 
 from __future__ import annotations
 
+import math
+
 
 class CapsearchError(Exception):
     status_code = 500
     code = "internal"
+    # extra response headers (Retry-After, WWW-Authenticate), rendered by the web edge
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -52,6 +60,17 @@ class ValidationFailed(BadRequest):
     code = "validation_error"
 
 
+class Unauthorized(CapsearchError):
+    status_code = 401
+    code = "unauthorized"
+    headers = {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(CapsearchError):
+    status_code = 403
+    code = "forbidden"
+
+
 class NotFound(CapsearchError):
     status_code = 404
     code = "not_found"
@@ -60,6 +79,17 @@ class NotFound(CapsearchError):
 class Conflict(CapsearchError):
     status_code = 409
     code = "conflict"
+
+
+class RateLimited(CapsearchError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        # whole seconds, rounded up: a client that waits this long gets a token
+        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
 
 
 class DependencyError(CapsearchError):
@@ -75,3 +105,7 @@ class DependencyUnavailable(DependencyError):
 class DependencyTimeout(DependencyError):
     status_code = 504
     code = "dependency_timeout"
+
+
+class DatabaseUnavailable(DependencyUnavailable):
+    code = "database_unavailable"

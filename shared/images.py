@@ -75,12 +75,39 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> CheckedImage
     )
 
 
-def decode_rgb(data: bytes) -> Image.Image:
-    """Decode to an upright RGB image (EXIF orientation applied, first frame, no alpha)."""
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit and float greyscale scaled into 0..255 (a plain convert would clip them white)."""
+    import numpy as np
+
+    arr = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        finite = arr[np.isfinite(arr)]
+        if finite.size and finite.min() >= 0.0 and finite.max() <= 1.0:
+            arr = arr * 255.0
+    elif img.mode.startswith("I;16") or float(arr.max(initial=0)) > 255.0:
+        arr = arr / 257.0  # 0..65535 -> 0..255
+    arr = np.nan_to_num(arr, nan=0.0, posinf=255.0, neginf=0.0)
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), mode="L")
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return "A" in img.getbands() or "transparency" in img.info
+
+
+def decode_rgb(data: bytes, *, draft_px: int | None = None) -> Image.Image:
+    """Decode to an upright RGB image: EXIF orientation applied, first frame only, alpha over
+    white, CMYK/palette/greyscale converted, 16-bit and float scaled (not clipped) to 8 bits.
+
+    `draft_px` lets a JPEG decode at a reduced scale no smaller than that (for thumbnails).
+    """
     with Image.open(io.BytesIO(data)) as img:
         img.seek(0)
+        if draft_px is not None and img.format == "JPEG":
+            img.draft("RGB", (draft_px, draft_px))
         img = ImageOps.exif_transpose(img)
-        if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+            img = _to_8bit(img)
+        if _has_alpha(img):
             rgba = img.convert("RGBA")
             background = Image.new("RGB", rgba.size, (255, 255, 255))
             background.paste(rgba, mask=rgba.getchannel("A"))
@@ -90,7 +117,7 @@ def decode_rgb(data: bytes) -> Image.Image:
 
 def make_thumbnail(data: bytes, max_px: int) -> bytes:
     """A JPEG no larger than max_px on its long side, for result grids."""
-    img = decode_rgb(data)
+    img = decode_rgb(data, draft_px=max_px)
     img.thumbnail((max_px, max_px), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     img.save(out, format="JPEG", quality=85, optimize=True)

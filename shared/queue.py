@@ -40,3 +40,20 @@ class CeleryCaptionQueue:
                 )
         except Exception as exc:  # kombu OperationalError, redis ConnectionError, ...
             raise DependencyUnavailable(f"the caption queue is unavailable: {exc}") from exc
+
+    def backlog(self) -> int | None:
+        """Tasks waiting in the broker (not those a worker holds); None if it is unreachable."""
+        from kombu import Queue
+        from kombu.exceptions import ChannelError
+
+        try:
+            with self._app.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=1)
+                queue = Queue(CAPTION_QUEUE)(conn.default_channel)
+                try:
+                    _, waiting, _ = queue.queue_declare(passive=True)
+                except ChannelError:  # never declared (or the broker lost it): nothing waits
+                    return 0
+                return int(waiting)
+        except Exception:
+            return None

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 # ---- encoder service -------------------------------------------------------------------------
 
@@ -56,6 +57,7 @@ class SearchResponse(BaseModel):
     index_version: int | None
     exact: bool
     partial: bool = False
+    failed_shards: list[int] = []  # shards that failed or timed out (partial results)
 
 
 class RebuildResponse(BaseModel):
@@ -65,12 +67,36 @@ class RebuildResponse(BaseModel):
     exact: bool
 
 
+class RebuildStatus(BaseModel):
+    """A background rebuild: `building` while the old version serves, then `done` or
+    `failed` (the old version still serving)."""
+
+    state: Literal["idle", "building", "done", "failed"]
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    serving_version: int | None = None
+    result: RebuildResponse | None = None
+    error: str | None = None
+
+
 class IndexStats(BaseModel):
     size: int
     dim: int | None
     index_version: int | None
     n_clusters: int
     exact: bool
+    shard_id: int = 0
+    n_shards: int = 1
+    storage: str = "float32"
+    memory_bytes: int = 0
+    # drift since the serving version was built: when a rebuild is due
+    vectors_at_build: int | None = None
+    added_since_build: int = 0
+    removed_since_build: int = 0
+    drift: float | None = None  # (added + removed) / vectors_at_build
+    imbalance: float | None = None  # largest cluster / mean cluster (this shard's clusters)
+    rebuild_due: bool = False
+    rebuild: RebuildStatus | None = None
 
 
 # ---- gateway (public API) --------------------------------------------------------------------
@@ -109,11 +135,16 @@ class UploadResponse(BaseModel):
 
 class SearchResult(BaseModel):
     id: int
-    score: float
+    score: float  # cosine similarity of the query and the caption vectors, whatever the order
     caption: str | None
     filename: str
     content_url: str
     thumbnail_url: str
+    source: str | None = None
+    created_at: datetime | None = None
+    width: int | None = None
+    height: int | None = None
+    size_bytes: int | None = None
 
 
 class SearchResults(BaseModel):
@@ -122,6 +153,10 @@ class SearchResults(BaseModel):
     results: list[SearchResult]
     index_version: int | None = None
     partial: bool = False
+    failed_shards: list[int] = []
+    sort: str = "relevance"  # relevance | date
+    hybrid: bool = False  # caption full-text matches fused into the order
+    next_cursor: str | None = None  # pass as `cursor` for the next page; None on the last
 
 
 class ErrorDetail(BaseModel):
@@ -136,3 +171,66 @@ class ErrorResponse(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = {}
+
+
+# ---- gateway: listing, find similar, sources, bulk imports ------------------------------------
+
+
+class ImagePage(BaseModel):
+    """One page of `GET /v1/images`, newest first; `next_offset` is None on the last page."""
+
+    images: list[ImagePublic]
+    total: int
+    limit: int
+    offset: int
+    next_offset: int | None = None
+
+
+class SimilarResults(BaseModel):
+    """Images like `image_id`, most similar first; the image itself leads (score ~1)."""
+
+    image_id: int
+    k: int
+    results: list[SearchResult]
+    index_version: int | None = None
+    partial: bool = False
+
+
+class SourceCount(BaseModel):
+    """A folder/source images came from, and how many."""
+
+    source: str
+    images: int
+
+
+class ImportCreate(BaseModel):
+    """Exactly one of `folder` (server-side, under an import root) or `prefix` (S3 mode)."""
+
+    folder: str | None = Field(None, min_length=1, max_length=1024)
+    prefix: str | None = Field(None, min_length=1, max_length=1024)
+
+    @model_validator(mode="after")
+    def _one_place(self) -> ImportCreate:
+        if (self.folder is None) == (self.prefix is None):
+            raise ValueError("give exactly one of 'folder' and 'prefix'")
+        return self
+
+
+class ImportPublic(BaseModel):
+    """A bulk import and how far it got."""
+
+    id: int
+    kind: str  # folder | s3
+    location: str
+    status: str  # queued | running | done | failed
+    total: int | None  # None while the files are being listed
+    processed: int
+    added: int
+    duplicates: int
+    failed: int
+    errors: list[str]  # the first few files that failed, with why
+    error: str | None  # why the whole import failed
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+    status_url: str

@@ -7,13 +7,18 @@ MinIO/S3 through the `minio` client (stack, compose, Kubernetes).
 from __future__ import annotations
 
 import io
+import logging
 import os
 import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 from shared.config import Settings
 from shared.errors import DependencyUnavailable, NotFound
+
+log = logging.getLogger(__name__)
 
 
 def original_key(sha256: str) -> str:
@@ -40,6 +45,10 @@ class BlobStore(Protocol):
         ...
 
     def ping(self) -> None:
+        ...
+
+    def scan(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        """Every key under `prefix` with its last-modified time (for `capsearch doctor`)."""
         ...
 
 
@@ -86,6 +95,16 @@ class LocalBlobStore:
         if not self.root.is_dir():
             raise DependencyUnavailable(f"blob folder {self.root} is missing")
 
+    def scan(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        base = self._path(prefix)
+        if not base.is_dir():
+            return
+        root = self.root.resolve()
+        for path in sorted(base.rglob("*")):
+            if path.is_file() and not path.name.startswith(".tmp-"):
+                mtime = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+                yield path.relative_to(root).as_posix(), mtime
+
 
 class S3BlobStore:
     """Blobs in one S3 bucket (MinIO in production, any S3-compatible server in tests)."""
@@ -110,6 +129,7 @@ class S3BlobStore:
             maxsize=16,
         )
         self.bucket = bucket
+        self.bucket_ready = False
         self.client = Minio(
             endpoint,
             access_key=access_key,
@@ -125,8 +145,11 @@ class S3BlobStore:
                 self.client.make_bucket(self.bucket)
         except Exception as exc:  # connection refused, auth, ...
             raise DependencyUnavailable(f"S3 bucket {self.bucket} unavailable: {exc}") from exc
+        self.bucket_ready = True
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        if not self.bucket_ready:  # S3 was down when this process started
+            self.ensure_bucket()
         try:
             self.client.put_object(
                 self.bucket, key, io.BytesIO(data), len(data), content_type=content_type
@@ -176,9 +199,21 @@ class S3BlobStore:
         except Exception as exc:
             raise DependencyUnavailable(f"S3 unreachable: {exc}") from exc
 
+    def scan(self, prefix: str) -> Iterator[tuple[str, datetime]]:
+        try:
+            for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+                modified = obj.last_modified or datetime.now(UTC)
+                yield str(obj.object_name), modified
+        except Exception as exc:
+            raise DependencyUnavailable(f"S3 list {prefix} failed: {exc}") from exc
 
-def make_blob_store(settings: Settings) -> BlobStore:
-    """The store the settings name; an S3 store gets its bucket created if missing."""
+
+def make_blob_store(settings: Settings, *, require: bool = True) -> BlobStore:
+    """The store the settings name; an S3 store gets its bucket created if missing.
+
+    With `require=False` an unreachable S3 is not an error yet: the bucket is created on the
+    first write (the gateway starts while S3 is down and answers 503 until it is back).
+    """
     if settings.blob_backend == "s3":
         s3 = settings.s3
         store = S3BlobStore(
@@ -189,6 +224,12 @@ def make_blob_store(settings: Settings) -> BlobStore:
             secure=s3.secure,
             region=s3.region,
         )
-        store.ensure_bucket()
+        try:
+            store.ensure_bucket()
+        except DependencyUnavailable as exc:
+            if require:
+                raise
+            log.warning("blob store not reachable yet (will retry on first write): %s",
+                        exc.message)
         return store
     return LocalBlobStore(settings.blob_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 import uuid
@@ -12,8 +13,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as SqlPoolTimeout
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from shared.clients import SERVICE_TOKEN_HEADER
+from shared.config import Settings
 from shared.errors import CapsearchError
 from shared.logging import request_id_var
 
@@ -22,8 +28,10 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "X-Request-ID"
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+def error_response(status: int, code: str, message: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}},
+                        headers=headers)
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -41,7 +49,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _capsearch(_: Request, exc: CapsearchError) -> JSONResponse:
         if exc.status_code >= 500:
             log.warning("%s: %s", exc.code, exc.message)
-        return error_response(exc.status_code, exc.code, exc.message)
+        return error_response(exc.status_code, exc.code, exc.message, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -66,6 +74,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _status(_: Request, exc: httpx.HTTPStatusError) -> JSONResponse:
         return error_response(502, "dependency_error",
                               f"a downstream service failed: {exc.response.status_code}")
+
+    @app.exception_handler(SqlPoolTimeout)
+    async def _db_busy(_: Request, exc: SqlPoolTimeout) -> JSONResponse:
+        log.warning("database connection pool exhausted: %s", exc)
+        return error_response(503, "database_unavailable",
+                              "the database is busy; try again shortly",
+                              headers={"Retry-After": "1"})
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
@@ -97,11 +112,45 @@ def install_request_context(app: FastAPI) -> None:
         start = time.perf_counter()
         try:
             response = await call_next(request)
+            elapsed_ms = (time.perf_counter() - start) * 1000
+            response.headers[REQUEST_ID_HEADER] = rid  # type: ignore[attr-defined]
+            # logged while the id is still set, so the request's own line carries it
+            if request.url.path not in ("/healthz", "/readyz", "/metrics"):
+                log.info("%s %s -> %s in %.1f ms", request.method, request.url.path,
+                         getattr(response, "status_code", "?"), elapsed_ms)
         finally:
             request_id_var.reset(token)
-        elapsed_ms = (time.perf_counter() - start) * 1000
-        response.headers[REQUEST_ID_HEADER] = rid  # type: ignore[attr-defined]
-        if request.url.path not in ("/healthz", "/readyz"):
-            log.info("%s %s -> %s in %.1f ms", request.method, request.url.path,
-                     getattr(response, "status_code", "?"), elapsed_ms)
         return response
+
+
+class ServiceTokenGuard:
+    """Pure ASGI: an internal service answers only callers that hold the shared service token
+    (the gateway and the caption worker); the probes stay open for the orchestrator."""
+
+    # probes, and Prometheus (metrics hold counts and latencies, no data; scraped in-cluster)
+    open_paths = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def __init__(self, app: ASGIApp, *, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in self.open_paths:
+            presented = Headers(scope=scope).get(SERVICE_TOKEN_HEADER, "").encode()
+            if not hmac.compare_digest(presented, self._token):
+                response = error_response(
+                    401, "unauthorized",
+                    f"this internal service needs the service token ({SERVICE_TOKEN_HEADER})")
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def install_service_token(app: FastAPI, settings: Settings) -> None:
+    """Guard an internal service with settings.service_token (unset: development only, open)."""
+    token = settings.service_token.get_secret_value()
+    if not token:
+        log.warning("CAPSEARCH_SERVICE_TOKEN is unset: %s accepts calls from anyone "
+                    "(development only; production refuses to start without it)", app.title)
+        return
+    app.add_middleware(ServiceTokenGuard, token=token)

@@ -60,6 +60,10 @@ def run_retrieval(args: argparse.Namespace) -> int:
         }
         if args.captioner:
             updates["captioner"] = args.captioner
+        # a private loopback instance hammered by this one client: no rate limit
+        updates["rate_limit"] = base.rate_limit.model_copy(update={"enabled": False})
+        if getattr(args, "hybrid", None) is not None:  # keyword + vector fusion on/off
+            updates["ranking"] = base.ranking.model_copy(update={"hybrid": args.hybrid == "on"})
         settings = base.model_copy(update=updates)
         print(f"indexing {pool} photos from {args.images} with captioner "
               f"'{settings.captioner}'", file=sys.stderr)
@@ -80,7 +84,8 @@ def run_retrieval(args: argparse.Namespace) -> int:
 
                 ranks = list(pool_exec.map(one, usable))
     metrics = retrieval_metrics(ranks, pool)
-    print(f"captioner {settings.captioner}: pool {pool} photos ({failed} failed), "
+    print(f"captioner {settings.captioner}, hybrid {'on' if settings.ranking.hybrid else 'off'}"
+          f": pool {pool} photos ({failed} failed), "
           f"{metrics['queries']} caption queries")
     print(f"R@1 {metrics['r1']:.1f}  R@5 {metrics['r5']:.1f}  R@10 {metrics['r10']:.1f}  "
           f"median rank {metrics['median_rank']:.0f}")

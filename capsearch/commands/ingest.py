@@ -38,12 +38,18 @@ def wait_all(client: CapsearchClient, ids: list[int], *, desc: str = "index"
 
 
 def run(args: argparse.Namespace) -> int:
-    url = args.url or get_settings().url
+    if getattr(args, "watch", False):
+        from capsearch.commands.watch import run_watch
+
+        return run_watch(args)
+    settings = get_settings()
+    url = args.url or settings.url
+    key = settings.api_key.get_secret_value() if settings.api_key else None
     files = find_images(args.paths)
     if not files:
         print("capsearch: no image files found", file=sys.stderr)
         return 1
-    with CapsearchClient(url) as client:
+    with CapsearchClient(url, api_key=key) as client:
         items = upload_all(client, files, batch=max(1, args.batch))
         dupes = sum(i.duplicate for i in items)
         if args.no_wait:

@@ -17,8 +17,10 @@ def print_results(results: SearchResults) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    url = args.url or get_settings().url
-    with CapsearchClient(url) as client:
+    settings = get_settings()
+    url = args.url or settings.url
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    with CapsearchClient(url, api_key=key) as client:
         results = client.search(args.query, k=args.k, min_score=args.min_score)
     if args.json:
         print(results.model_dump_json())

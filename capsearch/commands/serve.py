@@ -13,6 +13,19 @@ from shared.logging import configure_logging
 log = logging.getLogger("capsearch.serve")
 
 
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def keys_required(host: str, enabled: bool | None) -> bool:
+    """Keys are off by default on loopback; anywhere else they are required, always."""
+    if host in LOOPBACK:
+        return enabled is True
+    if enabled is False:
+        raise ValueError(f"refusing to serve without API keys on {host}: without keys the "
+                         "embedded mode binds 127.0.0.1 only")
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     updates: dict[str, object] = {}
     if args.data_dir:
@@ -26,15 +39,18 @@ def run(args: argparse.Namespace) -> int:
 
     from capsearch.embedded import build_embedded
 
+    require_keys = keys_required(settings.host, settings.auth.enabled)
     stack = build_embedded(settings)
     try:
-        if settings.host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning("embedded mode has no authentication and is listening on %s",
-                        settings.host)
+        if require_keys:
+            log.info("API keys required (create one: capsearch keys create --data-dir ...)")
+        else:
+            log.warning("embedded mode WITHOUT API keys: bound to %s only, so only this "
+                        "machine can reach it", settings.host)
         log.info("serving on http://%s:%d (API docs at /docs)", settings.host,
                  settings.gateway_port)
-        uvicorn.run(stack.gateway_app(), host=settings.host, port=settings.gateway_port,
-                    log_level=settings.log_level.lower())
+        uvicorn.run(stack.gateway_app(require_keys=require_keys), host=settings.host,
+                    port=settings.gateway_port, log_level=settings.log_level.lower())
     finally:
         stack.close()
     return 0

@@ -13,12 +13,15 @@ from shared.celery_app import CAPTION_QUEUE
 from shared.config import get_settings
 from shared.devices import set_torch_threads
 from shared.logging import configure_logging
+from shared.metrics import start_metrics_server
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     configure_logging(settings.log_level, json_logs=settings.log_json)
     set_torch_threads(settings.torch_threads)
+    # stage latency and images by outcome (the solo pool: this process runs the tasks)
+    start_metrics_server(settings.worker_metrics_port, settings.host)
     app = create_celery_app(settings)
     args = ["worker", "--queues", CAPTION_QUEUE, "--pool", "solo",
             "--loglevel", settings.log_level, "--hostname", "caption@%h"]

@@ -65,6 +65,11 @@ class InProcessCaptionQueue:
             self._queued.update(dict.fromkeys(int(i) for i in image_ids))
             self._cond.notify_all()
 
+    def backlog(self) -> int:
+        """Image ids waiting (the queue-depth metric; Celery's queue counts task messages)."""
+        with self._cond:
+            return len(self._queued)
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until everything queued so far is processed; False if `timeout` ran out."""
         with self._cond:

@@ -7,6 +7,13 @@ stored (a batch that died after storing) goes straight to the index without a ne
 
 A problem with one image (blob missing, bytes that do not decode) marks only that image
 `failed`; a problem with a dependency (`TRANSIENT_ERRORS`) propagates so the caller retries.
+
+Representations (`settings.representation`, docs/quality.md): the `caption` embedding row is
+always the vector the search index serves. With `caption` it is the caption's text vector;
+with `image` or `fused` the worker also stores the caption's text vector (kind `text`) and the
+projection head's image vector (kind `image`, from the same CNN pass as the caption), and the
+served vector is the image vector or the normalised weighted sum w·text + (1-w)·image.
+Queries need no change: both vectors live in the text encoder's space.
 """
 
 from __future__ import annotations
@@ -26,17 +33,21 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.caption.captioners.base import Captioner
+from services.caption.captioners.on_backbone import ImageEmbedder
 from shared.clients import IndexClient, TextEncoderClient
 from shared.config import Settings
 from shared.db import Caption, Embedding, ImageRecord, ImageStatus
 from shared.errors import DependencyError, NotFound
 from shared.images import decode_rgb
+from shared.metrics import observe_batch
 from shared.storage import BlobStore, original_key
-from shared.vectors import from_bytes, to_bytes
+from shared.vectors import from_bytes, l2_normalize, to_bytes
 
 log = logging.getLogger(__name__)
 
-EMBEDDING_KIND = "caption"
+EMBEDDING_KIND = "caption"  # the vector the search index serves (see the docstring)
+TEXT_KIND = "text"  # the caption's own text vector
+IMAGE_KIND = "image"  # the projection head's image vector
 # worth a retry of the whole batch: a dependency or the database is down or slow, or an image
 # was deleted while its batch ran (a foreign-key violation; the retry no longer sees it)
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (DependencyError, OperationalError,
@@ -54,6 +65,8 @@ class PipelineDeps:
     captioner: Captioner
     encoder: TextEncoderClient
     index: IndexClient
+    # maps the CNN pass to the text space; needed by the `image` and `fused` representations
+    embedder: ImageEmbedder | None = None
 
 
 @dataclass
@@ -150,20 +163,42 @@ def encode_captions(encoder: TextEncoderClient, texts: Sequence[str]) -> NDArray
     return vectors
 
 
+def search_vectors(representation: str, text_vectors: NDArray[np.float32],
+                   image_vectors: NDArray[np.float32] | None, text_weight: float
+                   ) -> NDArray[np.float32]:
+    """The vectors the index serves: text, image, or normalised w·text + (1-w)·image."""
+    if representation == "caption":
+        return text_vectors
+    if image_vectors is None or image_vectors.shape != text_vectors.shape:
+        raise ValueError(f"the {representation!r} representation needs image vectors shaped "
+                         f"like the text vectors {text_vectors.shape}")
+    if representation == "image":
+        return l2_normalize(image_vectors)
+    if representation == "fused":
+        return l2_normalize(text_weight * l2_normalize(text_vectors)
+                            + (1.0 - text_weight) * l2_normalize(image_vectors))
+    raise ValueError(f"unknown representation {representation!r}")
+
+
 def store_results(session_factory: sessionmaker[Session], *, captions: dict[int, str],
                   vectors: NDArray[np.float32], captioner: Captioner, embedding_model: str,
-                  failures: dict[int, str]) -> None:
-    """In one transaction: upsert captions and vectors, mark them captioned, mark failures."""
+                  failures: dict[int, str],
+                  extra_vectors: dict[str, NDArray[np.float32]] | None = None) -> None:
+    """In one transaction: upsert captions and vectors, mark them captioned, mark failures.
+
+    `vectors` are the served ones (kind `caption`); `extra_vectors` maps other kinds
+    (`text`, `image`) to vectors of the same images, stored beside them."""
     ids = list(captions)
     with session_factory.begin() as session:
         if ids:
             _upsert(session, Caption, ["image_id", "model"], [
                 {"image_id": i, "text": captions[i], "model": captioner.name,
                  "model_version": captioner.version} for i in ids])
+            kinds = {EMBEDDING_KIND: vectors, **(extra_vectors or {})}
             _upsert(session, Embedding, ["image_id", "kind", "model"], [
-                {"image_id": i, "kind": EMBEDDING_KIND, "model": embedding_model,
+                {"image_id": i, "kind": kind, "model": embedding_model,
                  "dim": int(vec.shape[0]), "vector": to_bytes(vec)}
-                for i, vec in zip(ids, vectors, strict=True)])
+                for kind, rows in kinds.items() for i, vec in zip(ids, rows, strict=True)])
             session.execute(update(ImageRecord).where(ImageRecord.id.in_(ids)).values(
                 status=ImageStatus.captioned.value, error=None,
                 attempts=ImageRecord.attempts + 1))
@@ -219,18 +254,27 @@ def caption_images(image_ids: Sequence[int], *, deps: PipelineDeps) -> BatchRepo
         report.failed.update(bad)
     ids = list(images)
     vectors = np.zeros((0, 0), dtype=np.float32)
+    extra: dict[str, NDArray[np.float32]] = {}
+    representation = deps.settings.representation
     if ids:
+        embedder = deps.embedder if representation != "caption" else None
+        if representation != "caption" and embedder is None:
+            raise ValueError(f"the {representation!r} representation needs an image embedder")
         with report.timed("caption"):
-            texts = deps.captioner.caption([images[i] for i in ids])
-        report.captions = dict(zip(ids, texts, strict=True))
+            analysis = deps.captioner.analyse([images[i] for i in ids], embedder)
+        report.captions = dict(zip(ids, analysis.captions, strict=True))
         with report.timed("encode"):
-            vectors = encode_captions(deps.encoder, texts)
+            vectors = encode_captions(deps.encoder, analysis.captions)
+        if analysis.image_vectors is not None:
+            extra = {TEXT_KIND: vectors, IMAGE_KIND: analysis.image_vectors}
+            vectors = search_vectors(representation, vectors, analysis.image_vectors,
+                                     fusion_weight(deps))
     if ids or report.failed:
         with report.timed("store"):
             store_results(deps.session_factory, captions=report.captions, vectors=vectors,
                           captioner=deps.captioner,
                           embedding_model=deps.settings.embedding_model,
-                          failures=report.failed)
+                          failures=report.failed, extra_vectors=extra)
     to_index = list(stored) + ids
     if to_index:
         parts = [np.stack(list(stored.values()))] if stored else []
@@ -241,10 +285,23 @@ def caption_images(image_ids: Sequence[int], *, deps: PipelineDeps) -> BatchRepo
             mark_indexed(deps.session_factory, to_index)
         report.indexed = to_index
     _log_report(len(image_ids), report)
+    observe_batch(report.timings, indexed=len(report.indexed), failed=len(report.failed),
+                  skipped=len(report.skipped))
     return report
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+
+
+def fusion_weight(deps: PipelineDeps) -> float:
+    """The text vector's weight: the setting, else the one tuned with the head for this
+    captioner, else 0.5."""
+    if deps.settings.fusion_weight is not None:
+        return deps.settings.fusion_weight
+    tuned = getattr(deps.embedder, "text_weight", None)
+    if callable(tuned):
+        return float(tuned(deps.captioner.name))
+    return 0.5
 
 
 def _upsert(session: Session, model: type[Any], keys: list[str],

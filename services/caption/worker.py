@@ -24,10 +24,11 @@ from services.caption.pipeline import (
     mark_unfinished_failed,
 )
 from shared.celery_app import CAPTION_TASK, make_celery
-from shared.clients import HttpEncoderClient, HttpIndexClient
+from shared.clients import HttpEncoderClient
 from shared.config import Settings, get_settings
 from shared.db import create_schema, make_engine, make_session_factory
 from shared.logging import request_id_var
+from shared.shards import make_index_client
 from shared.storage import make_blob_store
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,11 @@ def build_worker_deps(settings: Settings, session_factory: sessionmaker[Session]
         session_factory=session_factory,
         store=make_blob_store(settings),
         captioner=captioner,
-        encoder=HttpEncoderClient(settings.encoder_url, timeout=settings.http_timeout_s),
-        index=HttpIndexClient(settings.search_url, timeout=settings.http_timeout_s),
+        encoder=HttpEncoderClient(settings.encoder_url, timeout=settings.http_timeout_s,
+                                  service_token=settings.service_token.get_secret_value()),
+        # every search shard receives every add and keeps the vectors it owns
+        index=make_index_client(settings,
+                                service_token=settings.service_token.get_secret_value()),
     )
 
 

@@ -14,7 +14,8 @@ from services.encoder.batching import MicroBatcher
 from services.encoder.encoder import TextEncoder, build_text_encoder
 from services.encoder.routes import router
 from shared.config import Settings, get_settings
-from shared.web import install_error_handlers, install_request_context
+from shared.metrics import install_metrics
+from shared.web import install_error_handlers, install_request_context, install_service_token
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,10 @@ def create_app(settings: Settings | None = None, encoder: TextEncoder | None = N
     app = FastAPI(title="capsearch encoder", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     install_error_handlers(app)
+    install_service_token(app, settings)
     install_request_context(app)
     app.include_router(router)
+    install_metrics(app, "encoder")
     return app
 
 

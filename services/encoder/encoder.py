@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 
 from shared.config import Settings
 from shared.devices import resolve_device, set_torch_threads
+from shared.metrics import observe_stage
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,9 @@ class TextEncoder:
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
+            began = time.perf_counter()
             out[rows] = self._encode([texts[i] for i in rows])
+            observe_stage("text_encoder_forward", time.perf_counter() - began)
         return out
 
     def _load(self) -> None:

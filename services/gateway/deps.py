@@ -7,21 +7,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, Path, Query, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.gateway.readiness import SchemaGate
 from services.gateway.search import SearchQuery, validate_search_query
 from shared.celery_app import make_celery
 from shared.clients import (
     AsyncHttpEncoderClient,
-    AsyncHttpIndexClient,
     AsyncIndexClient,
     AsyncTextEncoderClient,
 )
 from shared.config import Settings
-from shared.db import ImageRecord, create_schema, make_engine, make_session_factory
-from shared.errors import CapsearchError, NotFound
+from shared.db import ImageRecord, make_engine, make_session_factory
+from shared.errors import Forbidden, NotFound, Unauthorized
 from shared.queue import CaptionQueue, CeleryCaptionQueue
+from shared.shards import make_async_index_client
 from shared.storage import BlobStore, make_blob_store
 
 log = logging.getLogger(__name__)
@@ -40,22 +42,30 @@ class GatewayContext:
     encoder: AsyncTextEncoderClient
     index: AsyncIndexClient
     queue: CaptionQueue
+    # creates the schema once the database answers (None: the caller created it already)
+    schema: SchemaGate | None = None
 
 
 def build_context(settings: Settings) -> GatewayContext:
-    """The production context: database, blob store, HTTP clients of encoder/search, Celery."""
+    """The production context: database, blob store, HTTP clients of encoder/search, Celery.
+
+    Connects to nothing: the gateway starts while Postgres or S3 is down and answers 503
+    until they are back (the schema and the bucket are created on first contact).
+    """
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.sqlalchemy_url)
-    create_schema(engine)
     timeout = settings.http_timeout_s
+    token = settings.service_token.get_secret_value() or None
     return GatewayContext(
         settings=settings,
         session_factory=make_session_factory(engine),
-        store=make_blob_store(settings),
-        encoder=AsyncHttpEncoderClient(settings.encoder_url, timeout=timeout),
-        index=AsyncHttpIndexClient(settings.search_url, timeout=timeout),
+        store=make_blob_store(settings, require=False),
+        encoder=AsyncHttpEncoderClient(settings.encoder_url, timeout=timeout,
+                                       service_token=token),
+        index=make_async_index_client(settings, service_token=token),  # one per shard
         queue=CeleryCaptionQueue(make_celery(settings), settings.caption_batch_size),
+        schema=SchemaGate(engine),
     )
 
 
@@ -97,6 +107,8 @@ StoreDep = Annotated[BlobStore, Depends(get_store)]
 
 def get_session(context: ContextDep) -> Iterator[Session]:
     """A session per request; sync, so FastAPI runs it (and its users) in the thread pool."""
+    if context.schema is not None:
+        context.schema.ensure()  # 503 database_unavailable until Postgres answers
     with context.session_factory() as session:
         yield session
 
@@ -135,28 +147,38 @@ async def get_search_query(
 SearchQueryDep = Annotated[SearchQuery, Depends(get_search_query)]
 
 
-# ---- auth seam: routes declare scopes; a later issue resolves API keys in get_principal ------
-
-
-class Forbidden(CapsearchError):
-    status_code = 403
-    code = "forbidden"
+# ---- auth: services.gateway.auth resolves the caller; routes declare the scope they need -----
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling and what they may do."""
+    """Who is calling and what they may do; `bucket` names their rate-limit bucket."""
 
     name: str
     scopes: frozenset[str]
+    bucket: str | None = None
 
 
+# the caller when keys are off (embedded mode on loopback): limited per client address
 ANONYMOUS = Principal(name="anonymous", scopes=ALL_SCOPES)
 
+# declared so the OpenAPI document (and /docs' Authorize button) shows how to send a key;
+# the key itself is checked by AuthMiddleware before the route runs
+bearer_scheme = HTTPBearer(auto_error=False, description="an API key: `Bearer csk_...`")
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="an API key, as an alternative to Bearer")
 
-async def get_principal() -> Principal:
-    """Today every caller is the anonymous principal with every scope."""
-    return ANONYMOUS
+
+async def get_principal(
+    request: Request,
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
+    _api_key: Annotated[str | None, Security(api_key_scheme)] = None,
+) -> Principal:
+    """The caller AuthMiddleware authenticated (no middleware, no caller: 401)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:
+        raise Unauthorized("an API key is required")
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

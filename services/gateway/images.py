@@ -11,6 +11,7 @@ import anyio
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.gateway.filters import ImageFilters
 from services.gateway.schemas import ImagePage
 from shared.clients import AsyncIndexClient
 from shared.db import Caption, Embedding, ImageRecord, ImageStatus, Membership
@@ -76,10 +77,11 @@ def describe_image(*, session: Session, image: ImageRecord) -> ImagePublic:
     return image_public(image, latest_captions(session, [image.id]).get(image.id))
 
 
-def list_images(*, session: Session, status: ImageStatus | None, limit: int, offset: int
-                ) -> ImagePage:
-    """A page of images, newest first, optionally of one status."""
+def list_images(*, session: Session, status: ImageStatus | None, limit: int, offset: int,
+                filters: ImageFilters | None = None) -> ImagePage:
+    """A page of images, newest first, optionally of one status and within filters."""
     where = [] if status is None else [ImageRecord.status == status.value]
+    where += filters.clauses() if filters is not None else []
     total = session.scalar(select(func.count()).select_from(ImageRecord).where(*where)) or 0
     rows = session.scalars(
         select(ImageRecord).where(*where).order_by(ImageRecord.id.desc())

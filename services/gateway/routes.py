@@ -9,7 +9,8 @@ import anyio
 from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, UploadFile
 from fastapi.responses import JSONResponse
 
-from services.gateway import health, images, search, uploads
+from services.gateway import health, images, retrieval, uploads
+from services.gateway.dbready import SchemaReady
 from services.gateway.deps import (
     MAX_ID,
     ContextDep,
@@ -19,20 +20,23 @@ from services.gateway.deps import (
     StoreDep,
     require_scope,
 )
+from services.gateway.filters import ImageFiltersDep
+from services.gateway.retrieval import SearchOptionsDep
 from services.gateway.schemas import ImagePage
 from shared.db import ImageStatus
 from shared.schemas import (
     ErrorResponse,
     Health,
     ImagePublic,
-    RebuildResponse,
+    RebuildStatus,
     SearchResults,
     UploadResponse,
 )
 from shared.web import error_response
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 403, 404, 413, 415, 422, 502, 503, 504)
+    code: {"model": ErrorResponse}
+    for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504)
 }
 
 # the upload route alone: app.py mounts it with body and file-count limits from the settings
@@ -62,12 +66,14 @@ async def upload_images(
             dependencies=[SearchScope])
 def list_images(
     session: SessionDep,
+    filters: ImageFiltersDep,
     status: ImageStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> ImagePage:
-    """A page of images, newest first."""
-    return images.list_images(session=session, status=status, limit=limit, offset=offset)
+    """A page of images, newest first; filters as in search (date, source, size)."""
+    return images.list_images(session=session, status=status, limit=limit, offset=offset,
+                              filters=filters)
 
 
 @router.get("/v1/images/{image_id}", response_model=ImagePublic, tags=["images"],
@@ -112,19 +118,28 @@ async def delete_image(image: ImageDep, context: ContextDep) -> Response:
 
 
 @router.get("/v1/search", response_model=SearchResults, tags=["search"],
-            dependencies=[SearchScope])
-async def search_images(query: SearchQueryDep, context: ContextDep) -> SearchResults:
-    """Images whose captions best match the text, best first."""
-    return await search.search_images(query=query, encoder=context.encoder,
-                                      index=context.index,
-                                      session_factory=context.session_factory)
+            dependencies=[SearchScope, SchemaReady])
+async def search_images(query: SearchQueryDep, options: SearchOptionsDep, context: ContextDep
+                        ) -> SearchResults:
+    """Images whose captions best match the text: filtered, by relevance or date, paged."""
+    return await retrieval.search_page(query=query, options=options, settings=context.settings,
+                                       encoder=context.encoder, index=context.index,
+                                       session_factory=context.session_factory)
 
 
-@router.post("/v1/index/rebuild", response_model=RebuildResponse, tags=["index"],
-             dependencies=[AdminScope])
-async def rebuild_index(context: ContextDep) -> RebuildResponse:
-    """Refit the index from the stored vectors (passed through to the search service)."""
-    return await context.index.rebuild()
+@router.post("/v1/index/rebuild", response_model=RebuildStatus, status_code=202,
+             tags=["index"], dependencies=[AdminScope])
+async def rebuild_index(context: ContextDep) -> RebuildStatus:
+    """Refit the index in the background (the current version serves until the swap);
+    poll GET /v1/index/rebuild for its state."""
+    return await context.index.start_rebuild()
+
+
+@router.get("/v1/index/rebuild", response_model=RebuildStatus, tags=["index"],
+            dependencies=[AdminScope])
+async def rebuild_index_status(context: ContextDep) -> RebuildStatus:
+    """The state of the last rebuild: building, done (with the new version) or failed."""
+    return await context.index.rebuild_status()
 
 
 @health_router.get("/healthz", response_model=Health)

@@ -2,16 +2,6 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from shared.schemas import ImagePage
 
-from shared.schemas import ImagePublic
-
-
-class ImagePage(BaseModel):
-    """One page of `GET /v1/images`, newest first; `next_offset` is None on the last page."""
-
-    images: list[ImagePublic]
-    total: int
-    limit: int
-    offset: int
-    next_offset: int | None = None
+__all__ = ["ImagePage"]  # defined in shared.schemas: the Python client speaks it too

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,8 +32,9 @@ class SearchQuery:
 def validate_search_query(*, settings: Settings, q: str, k: int | None, min_score: float,
                           nprobe: int | None) -> SearchQuery:
     """Check what the static query constraints cannot: stripped text and setting-bound caps."""
-    text = q.strip()
-    if not text:
+    # control characters (NUL, BEL, ...) are dropped; a query of nothing visible is empty
+    text = "".join(ch for ch in q if unicodedata.category(ch) != "Cc" or ch.isspace()).strip()
+    if not any(unicodedata.category(ch) not in ("Cc", "Cf", "Zs", "Zl", "Zp") for ch in text):
         raise ValidationFailed("q: the query is empty")
     if len(text) > settings.query_max_chars:
         raise ValidationFailed(
@@ -99,4 +101,5 @@ async def search_images(*, query: SearchQuery, encoder: AsyncTextEncoderClient,
         if h.image_id in details  # deleted since it was indexed
     ]
     return SearchResults(query=query.q, k=query.k, results=results,
-                         index_version=found.index_version, partial=found.partial)
+                         index_version=found.index_version, partial=found.partial,
+                         failed_shards=found.failed_shards)

@@ -230,6 +230,18 @@ async def store_new(*, items: Sequence[CheckedUpload], source: str, settings: Se
         raise
 
 
+async def rewrite_failed_blobs(*, outcome: dict[str, Stored], first: dict[str, CheckedUpload],
+                               settings: Settings, store: BlobStore) -> None:
+    """Before a failed image is retried, put its blobs again: they may be what failed (the
+    doctor marks an image whose original went missing failed; its re-upload heals it)."""
+    for sha, stored in outcome.items():
+        if stored.duplicate and stored.status == ImageStatus.failed.value and sha in first:
+            item = first[sha]
+            data = await read_capped(item.upload, name=item.name,
+                                     max_bytes=settings.max_upload_bytes)
+            await anyio.to_thread.run_sync(put_blobs, store, item, data)
+
+
 async def enqueue(*, ids: Sequence[int], factory: Factory, queue: CaptionQueue) -> None:
     """Hand ids to captioning; if the queue refuses, mark them failed so a re-upload retries."""
     if not ids:
@@ -252,6 +264,14 @@ async def ingest_uploads(*, uploads: Sequence[UploadSource], source: str, settin
                          ) -> UploadResponse:
     """Check all, dedupe by sha256, store the new ones, enqueue them; one item per upload."""
     checked = await validate_uploads(uploads=uploads, settings=settings)
+    return await ingest_checked(checked=checked, source=source, settings=settings,
+                                factory=factory, store=store, queue=queue)
+
+
+async def ingest_checked(*, checked: Sequence[CheckedUpload], source: str, settings: Settings,
+                         factory: Factory, store: BlobStore, queue: CaptionQueue
+                         ) -> UploadResponse:
+    """Dedupe checked uploads by sha256, store the new ones, enqueue them (bulk imports too)."""
     source = clean_source(source)
     first: dict[str, CheckedUpload] = {}
     for item in checked:
@@ -262,6 +282,7 @@ async def ingest_uploads(*, uploads: Sequence[UploadSource], source: str, settin
         outcome |= await store_new(items=new, source=source, settings=settings,
                                    factory=factory, store=store)
     was_failed = [s.id for s in outcome.values() if s.status == ImageStatus.failed.value]
+    await rewrite_failed_blobs(outcome=outcome, first=first, settings=settings, store=store)
     retried = set(await anyio.to_thread.run_sync(reset_failed, factory, was_failed))
     fresh = [s.id for s in outcome.values() if not s.duplicate]
     await enqueue(ids=fresh + sorted(retried), factory=factory, queue=queue)

@@ -1,6 +1,8 @@
 """Database layer: SQLAlchemy 2.x models, engine/session factory, schema creation."""
 
+from shared.db.imports import ImportJob, ImportStatus
 from shared.db.models import (
+    ApiKey,
     Base,
     Caption,
     Centroid,
@@ -13,12 +15,15 @@ from shared.db.models import (
 from shared.db.session import create_schema, make_engine, make_session_factory
 
 __all__ = [
+    "ApiKey",
     "Base",
     "Caption",
     "Centroid",
     "Embedding",
     "ImageRecord",
     "ImageStatus",
+    "ImportJob",
+    "ImportStatus",
     "IndexVersion",
     "Membership",
     "create_schema",

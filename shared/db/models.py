@@ -136,3 +136,18 @@ class Membership(Base):
         ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
     )
     cluster_id: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class ApiKey(Base):
+    """A gateway API key: only its sha256 is stored; `prefix` finds it and names it in lists."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    prefix: Mapped[str] = mapped_column(String(32), unique=True, nullable=False)
+    key_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    scopes: Mapped[str] = mapped_column(String(128), nullable=False)  # space-separated
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from shared.db.fulltext import ensure_fulltext
 from shared.db.models import Base
 
 
@@ -24,7 +25,10 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    # a dead or unreachable server must fail a request in seconds (503), not hang it
+    connect_args = {"connect_timeout": 5} if url.startswith("postgresql") else {}
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10,
+                         pool_timeout=10, connect_args=connect_args)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
@@ -38,3 +42,4 @@ def create_schema(engine: Engine) -> None:
             # concurrent CREATE TABLEs from several starting services would race on pg_type
             conn.execute(text("SELECT pg_advisory_xact_lock(7243001)"))
         Base.metadata.create_all(conn, checkfirst=True)
+        ensure_fulltext(conn)  # caption text searchable as text (hybrid ranking)

@@ -18,15 +18,19 @@ import redis
 from minio import Minio
 from sqlalchemy import Engine, create_engine, text
 
+from capsearch.client import API_KEY_ENV
 from capsearch.server import free_port
 from capsearch.stack import ServiceProcess, start_stack, stop_stack
+from shared.apikeys import create_key
 from shared.config import Settings
+from shared.db import create_schema, make_session_factory
 from tests.support.s3server import S3Server, start_s3_server
 
 PG_ADMIN_URL = os.environ.get(
     "CAPSEARCH_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 )
 REDIS_URL = os.environ.get("CAPSEARCH_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+SERVICE_TOKEN = "integration-service-token-0123456789"
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +76,7 @@ class RunningStack:
     processes: list[ServiceProcess]
     engine: Engine
     s3: S3Server
+    api_key: str = ""  # an admin key, also exported as CAPSEARCH_API_KEY for CapsearchClient
 
     @property
     def url(self) -> str:
@@ -119,6 +124,16 @@ def stack_env(*, postgres_url: str, redis_url: str, s3: S3Server, data_dir: Path
         "CAPSEARCH_ENCODER_URL": f"http://127.0.0.1:{enc}",
         "CAPSEARCH_SEARCH_URL": f"http://127.0.0.1:{srch}",
         "CAPSEARCH_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
+        # structured logs (the request id is checked in the worker's) and the worker's metrics
+        "CAPSEARCH_LOG_JSON": "true",
+        "CAPSEARCH_WORKER_METRICS_PORT": str(free_port()),
+        # bulk imports may read this prefix of the bucket (test_stack_imports.py)
+        "CAPSEARCH_IMPORT_PREFIXES": '["incoming/"]',
+        # production refuses to start without it; encoder and search refuse calls without it
+        "CAPSEARCH_SERVICE_TOKEN": SERVICE_TOKEN,
+        # limits have their own tests; these tests poll hard
+        "CAPSEARCH_RATE_LIMIT__RATE_PER_S": "100000",
+        "CAPSEARCH_RATE_LIMIT__BURST": "100000",
         "CAPSEARCH_TORCH_THREADS": "1",
         "OMP_NUM_THREADS": "1",
         "HF_HUB_OFFLINE": "1",
@@ -147,8 +162,18 @@ def stack(postgres_url: str, redis_url: str, s3_server: S3Server,
     env = stack_env(postgres_url=postgres_url, redis_url=redis_url, s3=s3_server,
                     data_dir=data_dir, bucket="capsearch-it")
     settings = settings_from_env(env)
-    procs = start_stack(settings, env, data_dir / "logs", timeout=240)
     engine = create_engine(postgres_url)
-    yield RunningStack(settings=settings, env=env, processes=procs, engine=engine, s3=s3_server)
+    create_schema(engine)
+    api_key = create_key(make_session_factory(engine), name="integration",
+                         scopes=["admin"]).key
+    previous_key = os.environ.get(API_KEY_ENV)
+    os.environ[API_KEY_ENV] = api_key  # every CapsearchClient of the session sends it
+    procs = start_stack(settings, env, data_dir / "logs", timeout=240)
+    yield RunningStack(settings=settings, env=env, processes=procs, engine=engine, s3=s3_server,
+                       api_key=api_key)
     stop_stack(procs)
     engine.dispose()
+    if previous_key is None:
+        os.environ.pop(API_KEY_ENV, None)
+    else:
+        os.environ[API_KEY_ENV] = previous_key

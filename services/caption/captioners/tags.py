@@ -13,14 +13,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from PIL import Image
 
 from services.caption.captioners.backbone import (
+    CROP_SIZE,
+    BackboneOutput,
     EfficientNetBackbone,
     imagenet_labels,
     shared_backbone,
 )
-from services.caption.captioners.base import Captioner, register_captioner
+from services.caption.captioners.base import register_captioner
+from services.caption.captioners.on_backbone import BackboneCaptioner
 from shared.config import Settings
 
 # ImageNet class index ranges (inclusive) → the everyday word people use in queries
@@ -53,27 +55,31 @@ def join_nouns(nouns: Sequence[str]) -> str:
 
 
 @register_captioner("tags")
-class TagsCaptioner(Captioner):
+class TagsCaptioner(BackboneCaptioner):
     """Captions from the EfficientNet-Lite0 ImageNet labels (one CNN pass per batch)."""
 
     def __init__(self, *, batch_size: int = 16, top_k: int = 5, min_prob: float = 0.02,
-                 backbone: EfficientNetBackbone | None = None, device: str = "auto") -> None:
+                 backbone: EfficientNetBackbone | None = None, device: str = "auto",
+                 image_size: int = CROP_SIZE) -> None:
         super().__init__(batch_size=batch_size)
         self.top_k = top_k
         self.min_prob = min_prob
-        self.version = f"efficientnet-lite0/top{top_k}-p{min_prob:g}/v1"
-        self.backbone = backbone if backbone is not None else shared_backbone(device)
+        self.backbone = (backbone if backbone is not None
+                         else shared_backbone(device, image_size))
+        size = "" if self.backbone.image_size == CROP_SIZE else f"-{self.backbone.image_size}px"
+        self.version = f"efficientnet-lite0{size}/top{top_k}-p{min_prob:g}/v1"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TagsCaptioner:
-        return cls(batch_size=settings.caption_batch_size, device=settings.device)
+        return cls(batch_size=settings.caption_batch_size, device=settings.device,
+                   image_size=settings.backbone_image_size)
 
     def _load(self) -> None:
         self.backbone.load()
         imagenet_labels()
 
-    def _caption(self, batch: list[Image.Image]) -> list[str]:
-        return self.describe(self.backbone.forward(batch).logits)
+    def describe_output(self, out: BackboneOutput) -> list[str]:
+        return self.describe(out.logits)
 
     def describe(self, logits: torch.Tensor) -> list[str]:
         """Captions from ImageNet logits (B, 1000), so a caller with a CNN pass can reuse it."""

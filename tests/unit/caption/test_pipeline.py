@@ -162,10 +162,10 @@ def test_an_image_deleted_mid_batch_is_retried_without_it(deps: PipelineDeps,
 
         name, version = captioner.name, captioner.version
 
-        def caption(self, images: list) -> list[str]:
+        def analyse(self, images: list, embedder: object = None) -> object:
             with deps.session_factory.begin() as session:
                 session.execute(delete(ImageRecord).where(ImageRecord.id == gone))
-            return captioner.caption(images)
+            return captioner.analyse(images, embedder)
 
     racing = PipelineDeps(**{**deps.__dict__, "captioner": DeletingCaptioner()})
     with pytest.raises(TRANSIENT_ERRORS):

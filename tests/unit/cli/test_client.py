@@ -65,3 +65,18 @@ def test_search_sends_query_parameters() -> None:
     with CapsearchClient("http://gw", transport=httpx.MockTransport(handler)) as client:
         client.search("a dog", k=3, min_score=0.2)
     assert dict(seen[0].url.params) == {"q": "a dog", "k": "3", "min_score": "0.2"}
+
+
+def test_a_rate_limited_request_is_retried_after_the_advertised_wait() -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) < 3:
+            return httpx.Response(429, headers={"Retry-After": "0"},
+                                  json={"error": {"code": "rate_limited", "message": "slow"}})
+        return httpx.Response(200, json=image_body(5, "indexed"))
+
+    with CapsearchClient("http://gw", transport=httpx.MockTransport(handler)) as client:
+        assert client.image(5).status == "indexed"
+    assert len(calls) == 3

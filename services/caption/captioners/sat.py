@@ -1,0 +1,79 @@
+"""`sat`: Show, Attend and Tell over the shared EfficientNet-Lite0 pass, beam search, batched.
+
+The checkpoint (`settings.sat_checkpoint`, default: the one shipped in
+`services/caption/models/`) is one file with weights, vocabulary and config, written by
+`capsearch train-captioner`. A checkpoint trained with a fine-tuned CNN carries that CNN's
+weights; the captioner then runs its own backbone instead of the shared one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from services.caption.captioners.backbone import (
+    CROP_SIZE,
+    BackboneOutput,
+    EfficientNetBackbone,
+    shared_backbone,
+)
+from services.caption.captioners.base import register_captioner
+from services.caption.captioners.on_backbone import BackboneCaptioner
+from services.caption.models import default_model_path
+from services.caption.sat.beam import beam_search
+from services.caption.sat.checkpoint import SatCheckpoint, file_digest, load_checkpoint
+from shared.config import Settings
+
+DEFAULT_CHECKPOINT = "sat.pt"
+
+
+@register_captioner("sat")
+class SatCaptioner(BackboneCaptioner):
+    """Captions generated word by word by the trained attention decoder."""
+
+    def __init__(self, checkpoint: Path | str | None = None, *, batch_size: int = 16,
+                 beam_width: int = 3, length_penalty: float = 0.0,
+                 backbone: EfficientNetBackbone | None = None, device: str = "auto",
+                 image_size: int = CROP_SIZE) -> None:
+        super().__init__(batch_size=batch_size)
+        self.checkpoint_path = (Path(checkpoint) if checkpoint is not None
+                                else default_model_path(DEFAULT_CHECKPOINT))
+        self.beam_width = beam_width
+        self.length_penalty = length_penalty
+        self.backbone = (backbone if backbone is not None
+                         else shared_backbone(device, image_size))
+        self.version = "sat/unloaded"
+        self._sat: SatCheckpoint | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SatCaptioner:
+        return cls(settings.sat_checkpoint, batch_size=settings.caption_batch_size,
+                   beam_width=settings.sat_beam_width,
+                   length_penalty=settings.sat_length_penalty, device=settings.device,
+                   image_size=settings.backbone_image_size)
+
+    def _load(self) -> None:
+        if not self.checkpoint_path.is_file():
+            raise FileNotFoundError(f"no sat checkpoint at {self.checkpoint_path}; build the "
+                                    "default models with `capsearch build-models`")
+        sat = load_checkpoint(self.checkpoint_path, map_location="cpu")
+        if sat.encoder_state is not None:  # its own fine-tuned CNN
+            backbone = EfficientNetBackbone(device=str(self.backbone.device),
+                                            image_size=self.backbone.image_size,
+                                            short_side=self.backbone.short_side)
+            backbone.load()
+            backbone.module.load_state_dict(sat.encoder_state)
+            self.backbone = backbone
+        self.backbone.load()
+        sat.model.to(self.backbone.device)
+        self._sat = sat
+        self.version = f"sat/{file_digest(self.checkpoint_path)}/beam{self.beam_width}"
+
+    def describe_output(self, out: BackboneOutput) -> list[str]:
+        assert self._sat is not None, "load() first"
+        regions = out.regions()  # (B, G·G, 1280)
+        with torch.inference_mode():
+            sequences = beam_search(self._sat.model, regions, beam_width=self.beam_width,
+                                    length_penalty=self.length_penalty)
+        return [self._sat.vocab.decode(seq) or "a photo" for seq in sequences]

@@ -1,0 +1,1 @@
+"""Training and evaluation of the caption models: data sets, cached CNN features, metrics."""

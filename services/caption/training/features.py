@@ -1,0 +1,162 @@
+"""CNN features of training photos, computed once and cached on disk.
+
+Heads and decoders train on frozen EfficientNet-Lite0 features, so an epoch on the CPU costs
+milliseconds once every photo has been through the CNN. A photo is seen under several *views*
+(the production centre crop, its mirror image, the whole photo squashed, crops at both ends of
+the long side, ...) as cheap data augmentation. The cache key covers the files (path, size,
+mtime), the views and the backbone, so a changed photo or preprocessing is recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from PIL import Image
+from tqdm import tqdm
+
+from services.caption.captioners.backbone import (
+    MEAN,
+    MODEL_NAME,
+    STD,
+    EfficientNetBackbone,
+)
+from shared.images import decode_rgb
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 2
+GEM_P = 3.0  # generalised-mean pooling exponent of the projection head's input
+Pixels = NDArray[np.float32]
+View = Callable[[Image.Image, EfficientNetBackbone], Pixels]
+
+
+def _scaled(pixels: NDArray[np.uint8]) -> Pixels:
+    return ((pixels.astype(np.float32) / 255.0 - MEAN) / STD).transpose(2, 0, 1)
+
+
+def _squash(image: Image.Image, backbone: EfficientNetBackbone) -> Pixels:
+    """The whole photo resized to S×S (aspect ignored: nothing is cropped away)."""
+    size = backbone.image_size
+    return _scaled(np.asarray(image.resize((size, size), Image.Resampling.BICUBIC)))
+
+
+def _end_crop(image: Image.Image, backbone: EfficientNetBackbone, which: int) -> Pixels:
+    """Short side to S, then the S-square at the start (0) or end (1) of the long side."""
+    crop = backbone.image_size
+    w, h = image.size
+    scale = crop / min(w, h)
+    size = (max(crop, round(w * scale)), max(crop, round(h * scale)))
+    resized = np.asarray(image.resize(size, Image.Resampling.BICUBIC))
+    top = 0 if which == 0 else size[1] - crop
+    left = 0 if which == 0 else size[0] - crop
+    return _scaled(resized[top:top + crop, left:left + crop])
+
+
+def _centre(image: Image.Image, backbone: EfficientNetBackbone) -> Pixels:
+    return backbone.preprocess(image)
+
+
+def _flipped(fn: View) -> View:
+    return lambda image, backbone: np.ascontiguousarray(fn(image, backbone)[:, :, ::-1])
+
+
+VIEWS: dict[str, View] = {
+    "centre": _centre,  # what the caption worker sees: view 0 is always this one
+    "flip": _flipped(_centre),
+    "full": _squash,
+    "full-flip": _flipped(_squash),
+    "end-a": lambda image, backbone: _end_crop(image, backbone, 0),
+    "end-b": lambda image, backbone: _end_crop(image, backbone, 1),
+    "end-a-flip": _flipped(lambda image, backbone: _end_crop(image, backbone, 0)),
+    "end-b-flip": _flipped(lambda image, backbone: _end_crop(image, backbone, 1)),
+}
+DEFAULT_VIEWS = ("centre", "flip")
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """Features of N photos under V views: GeM-pooled (V, N, 1280), logits (V, N, 1000) and,
+    for the first M views, the G×G grid as regions (M, N, G·G, 1280); float16."""
+
+    paths: tuple[Path, ...]
+    views: tuple[str, ...]
+    pooled: NDArray[np.float16]
+    logits: NDArray[np.float16]
+    maps: NDArray[np.float16] | None
+
+    def take(self, indices: Sequence[int]) -> FeatureSet:
+        rows = np.asarray(indices, dtype=np.int64)
+        return FeatureSet(tuple(self.paths[i] for i in rows), self.views,
+                          self.pooled[:, rows], self.logits[:, rows],
+                          None if self.maps is None else self.maps[:, rows])
+
+
+def cache_key(paths: Sequence[Path], views: Sequence[str], map_views: int,
+              backbone: EfficientNetBackbone) -> str:
+    files = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    blob = json.dumps([CACHE_VERSION, MODEL_NAME, backbone.image_size, backbone.short_side,
+                       GEM_P, list(views), map_views, files])
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def extract_features(paths: Sequence[Path], backbone: EfficientNetBackbone, *,
+                     views: Sequence[str] = DEFAULT_VIEWS, map_views: int = 1,
+                     batch_size: int = 32, desc: str = "CNN features") -> FeatureSet:
+    """Run every photo under every view through the CNN (one pass per view and batch)."""
+    unknown = [v for v in views if v not in VIEWS]
+    if unknown:
+        raise ValueError(f"unknown views {unknown}; known: {', '.join(VIEWS)}")
+    n, v = len(paths), len(views)
+    pooled = np.zeros((v, n, 1280), np.float16)
+    logits = np.zeros((v, n, 1000), np.float16)
+    grid = -(-backbone.image_size // 32)  # the network downsamples 32×
+    maps = np.zeros((map_views, n, grid * grid, 1280), np.float16) if map_views else None
+    backbone.load()
+    device = backbone.device
+    with tqdm(total=n * v, desc=desc, unit="view", disable=None) as bar:
+        for start in range(0, n, batch_size):
+            images = [decode_rgb(Path(p).read_bytes()) for p in paths[start:start + batch_size]]
+            for vi, view in enumerate(views):
+                batch = torch.from_numpy(np.stack([VIEWS[view](img, backbone) for img in images]))
+                if device.type == "cpu":
+                    batch = batch.contiguous(memory_format=torch.channels_last)
+                out = backbone.forward_tensor(batch.to(device))
+                rows = slice(start, start + len(images))
+                pooled[vi, rows] = out.gem(GEM_P).cpu().numpy()
+                logits[vi, rows] = out.logits.float().cpu().numpy()
+                if maps is not None and vi < map_views:
+                    maps[vi, rows] = out.regions().float().cpu().numpy()
+                bar.update(len(images))
+    return FeatureSet(tuple(paths), tuple(views), pooled, logits, maps)
+
+
+def cached_features(paths: Sequence[Path], cache_dir: Path, backbone: EfficientNetBackbone,
+                    *, views: Sequence[str] = DEFAULT_VIEWS, map_views: int = 1,
+                    batch_size: int = 32, desc: str = "CNN features") -> FeatureSet:
+    """`extract_features` through a cache file under `cache_dir` (written atomically)."""
+    paths = [Path(p) for p in paths]
+    file = Path(cache_dir) / f"features-{cache_key(paths, views, map_views, backbone)}.npz"
+    if file.is_file():
+        with np.load(file) as data:
+            maps = data["maps"] if map_views else None
+            return FeatureSet(tuple(paths), tuple(views), data["pooled"], data["logits"], maps)
+    features = extract_features(paths, backbone, views=views, map_views=map_views,
+                                batch_size=batch_size, desc=desc)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_suffix(f".{os.getpid()}.tmp.npz")
+    arrays = {"pooled": features.pooled, "logits": features.logits}
+    if features.maps is not None:
+        arrays["maps"] = features.maps
+    np.savez(tmp, **arrays)  # type: ignore[arg-type]
+    tmp.replace(file)
+    log.info("cached CNN features of %d photos in %s", len(paths), file)
+    return features
