@@ -34,7 +34,9 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+# module scope, never session: sync Playwright keeps an event loop running in the main thread
+# while it is open, which breaks every later test that calls asyncio.run or uses TestClient
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
     try:
         from playwright.sync_api import sync_playwright
