@@ -175,7 +175,8 @@ def build_ours(x: NDArray[np.float32], k_lists: int, args: argparse.Namespace) -
     t0 = time.perf_counter()
     with threadpool_limits(args.batch_threads):
         index = build_ivf(np.arange(x.shape[0]), x, n_clusters=k_lists, seed=args.seed,
-                          pca_components=args.pca, storage=args.storage, rerank=args.rerank)
+                          pca_components=args.pca, storage=args.storage, rerank=args.rerank,
+                          scan=args.scan)
     build_s = time.perf_counter() - t0
     gc.collect()
     gc.freeze()  # as the search service does after a load: no collector stalls on its objects
@@ -286,7 +287,11 @@ def main() -> None:
     p.add_argument("--recall", type=float, default=0.95, help="recall@k target")
     p.add_argument("--clusters", type=int, default=None, help="K (default about 4*sqrt(N))")
     p.add_argument("--pca", type=int, default=96, help="our PCA components")
-    p.add_argument("--rerank", type=int, default=100, help="our exact re-rank candidates")
+    p.add_argument("--rerank", type=int, default=100,
+                   help="our exact re-rank candidates (--scan pca)")
+    p.add_argument("--scan", choices=["full", "pca"], default=None,
+                   help="ours: score the probed lists' full vectors (default for float32) or "
+                        "their PCA rows + re-rank (default for float16)")
     p.add_argument("--storage", choices=["float32", "float16"], default="float32")
     p.add_argument("--batch-threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--vectors", help="a .npy of real vectors instead of synthetic ones")
@@ -303,7 +308,8 @@ def main() -> None:
     print(f"# search bench {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()}: "
           f"{os.cpu_count()} cpus, {what}")
     print(f"# n={n} dim={dim} queries={q.shape[0]} k={args.k} K={k_lists} pca={args.pca} "
-          f"rerank={args.rerank} storage={args.storage}", flush=True)
+          f"rerank={args.rerank} storage={args.storage} scan={args.scan or 'default'}",
+          flush=True)
     with threadpool_limits(args.batch_threads):
         truth = exact_top_k(x, q, args.k)
     results: dict[str, dict[str, float | int | None]] = {}

@@ -1,8 +1,10 @@
-"""Storage of the IVF index: per-cluster PCA-space matrices, and every full vector in one arena.
+"""Storage of the IVF index: every full vector in one arena, sorted by cluster at a bulk load,
+and per cluster its arena rows (plus, with `red_dim` > 0, its PCA-space rows).
 
-A query scans the short PCA-space rows of its probed clusters (one BLAS matvec per cluster,
-about a sixth of the bytes of the full vectors) and re-scores the best candidates exactly on
-their full vectors, gathered from the arena by row number in one `take`.
+With no PCA rows (`red_dim` 0, the full scan) a query scores each probed cluster's full
+vectors in place: while a cluster's rows are the contiguous arena rows lo..hi its view says so.
+With PCA rows it scans those (about a quarter of the bytes) and re-scores the best candidates
+exactly on their full vectors, gathered from the arena by row number in one `take`.
 
 Concurrency: mutations take a lock and publish a new immutable `IVFSnapshot` by reference; a
 query reads the snapshot once and scans it without any lock. Arena rows are written once and

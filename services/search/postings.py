@@ -17,6 +17,9 @@ IdArray = NDArray[np.int64]
 Matrix = NDArray[np.float32]
 ListView = tuple[Matrix, IdArray]
 
+# top_k samples a threshold from this many candidates up
+_SAMPLE_TOP_ABOVE = 1_024
+
 
 def unit_rows(vectors: ArrayLike, dim: int) -> Matrix:
     """A C-contiguous float32 (n, dim) matrix of L2-normalised rows."""
@@ -44,24 +47,53 @@ def smallest(values: NDArray[np.float32], m: int) -> IdArray:
         return np.arange(n)
     if n < 512 or m * 16 > n:
         return np.argpartition(values, m - 1)[:m]
-    sample = values[::8]
-    rank = m // 8 + 2
-    keep = np.flatnonzero(values <= np.partition(sample, rank)[rank])
-    if keep.shape[0] < m:  # an unlucky sample: fall back to the exact selection
-        return np.argpartition(values, m - 1)[:m]
+    keep = about_smallest(values, m + 8, m)
     return keep.take(np.argpartition(values.take(keep), m - 1)[:m])
+
+
+def about_smallest(values: NDArray[np.float32], m: int, at_least: int) -> IdArray:
+    """Positions of about the m smallest values (every value up to a threshold taken from a
+    strided sample: on average m to m + 8 of them, never fewer than `at_least`), in position
+    order. A sort of an eighth of them and one comparison, a fraction of what an exact
+    selection costs: for a short list that a second, exact stage narrows down."""
+    n = values.shape[0]
+    if m >= n or at_least >= n:
+        return np.arange(n)
+    if n < 512 or m * 16 > n:
+        return np.sort(np.argpartition(values, max(m, at_least) - 1)[: max(m, at_least)])
+    keep = (values <= np.sort(values[::8])[m // 8]).nonzero()[0]
+    if keep.shape[0] < at_least:  # an unlucky sample: fall back to the exact selection
+        return np.sort(np.argpartition(values, at_least - 1)[:at_least])
+    return keep
 
 
 def top_k(scores: NDArray[np.float32], ids: IdArray, k: int
           ) -> tuple[IdArray, NDArray[np.float32]]:
-    """The k best (id, score) pairs, best first; ties broken by id so results are stable."""
+    """The k best (id, score) pairs, best first; ties broken by id so results are stable.
+
+    Every score tied with the k-th best competes, so the answer does not depend on the order
+    of the candidates. Above `_SAMPLE_TOP_ABOVE` candidates the few contenders are found by a
+    threshold from a strided sample (np.argpartition is ~10 ns per element).
+    """
     n = scores.shape[0]
     if n == 0 or k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-    cand = np.argpartition(scores, n - k)[n - k:] if k < n else np.arange(n)
-    best = scores.take(cand)
-    order = cand.take(np.lexsort((ids.take(cand), -best)))
-    return ids.take(order), scores.take(order).astype(np.float32, copy=False)
+    if k >= n:
+        cand = np.arange(n)
+    else:
+        cand = None
+        if n >= _SAMPLE_TOP_ABOVE and k * 32 <= n:
+            sample = np.sort(scores[::16])
+            cand = (scores >= sample[-(k // 16 + 3)]).nonzero()[0]
+            if cand.shape[0] < k:  # an unlucky sample
+                cand = None
+        if cand is None:
+            cand = (scores >= np.sort(scores)[n - k]).nonzero()[0]
+            if cand.shape[0] < k:  # NaN scores compare false
+                cand = np.argpartition(scores, n - k)[n - k:]
+    best, cand_ids = scores.take(cand), ids.take(cand)
+    order = np.lexsort((cand_ids, -best))[:k]
+    return cand_ids.take(order), best.take(order).astype(np.float32, copy=False)
 
 
 class _PostingList:
