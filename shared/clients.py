@@ -142,9 +142,19 @@ def _transport_errors(service: str) -> Iterator[None]:
         raise DependencyUnavailable(f"{service} unreachable: {exc}") from exc
 
 
+# request and response bodies on the query path are (de)serialised by pydantic's JSON core,
+# not the stdlib: for 384 floats, dumping took 505 us with `json` and 47 us with pydantic,
+# parsing 368 us and 33 us (on the 2 shared cores of the benchmarks)
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
 def _vectors_of(resp: httpx.Response) -> NDArray[np.float32]:
-    body = EncodeResponse.model_validate(resp.json())
+    body = EncodeResponse.model_validate_json(resp.content)
     return np.asarray(body.vectors, dtype=np.float32).reshape(len(body.vectors), body.dim)
+
+
+def _encode_body(texts: Sequence[str]) -> bytes:
+    return EncodeRequest(texts=list(texts)).model_dump_json().encode()
 
 
 def _add_body(image_ids: Sequence[int], vectors: NDArray[np.float32]) -> dict[str, Any]:
@@ -153,9 +163,9 @@ def _add_body(image_ids: Sequence[int], vectors: NDArray[np.float32]) -> dict[st
     return IndexAddRequest(items=items).model_dump()
 
 
-def _search_body(vector: NDArray[np.float32], k: int, nprobe: int | None) -> dict[str, Any]:
+def _search_body(vector: NDArray[np.float32], k: int, nprobe: int | None) -> bytes:
     return SearchRequest(vector=np.asarray(vector).ravel().tolist(), k=k,
-                         nprobe=nprobe).model_dump()
+                         nprobe=nprobe).model_dump_json().encode()
 
 
 class HttpEncoderClient:
@@ -171,8 +181,8 @@ class HttpEncoderClient:
 
     def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
         with _transport_errors(self.service):
-            resp = self._http.post("/v1/encode", headers=_headers(),
-                                   json=EncodeRequest(texts=list(texts)).model_dump())
+            resp = self._http.post("/v1/encode", headers=_headers() | JSON_HEADERS,
+                                   content=_encode_body(texts))
         _raise_for(resp, self.service)
         return _vectors_of(resp)
 
@@ -191,9 +201,12 @@ class HttpIndexClient:
         self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport,
                                   headers=_auth_headers(service_token), limits=POOL_LIMITS)
 
-    def _call(self, method: str, path: str, json: Any = None) -> httpx.Response:
+    def _call(self, method: str, path: str, json: Any = None, content: bytes | None = None
+              ) -> httpx.Response:
+        headers = _headers() | JSON_HEADERS if content is not None else _headers()
         with _transport_errors(self.service):
-            resp = self._http.request(method, path, json=json, headers=_headers())
+            resp = self._http.request(method, path, json=json, content=content,
+                                      headers=headers)
         _raise_for(resp, self.service)
         return resp
 
@@ -208,8 +221,8 @@ class HttpIndexClient:
 
     def search(self, vector: NDArray[np.float32], k: int, nprobe: int | None = None
                ) -> SearchResponse:
-        resp = self._call("POST", "/v1/search", _search_body(vector, k, nprobe))
-        return SearchResponse.model_validate(resp.json())
+        resp = self._call("POST", "/v1/search", content=_search_body(vector, k, nprobe))
+        return SearchResponse.model_validate_json(resp.content)
 
     def rebuild(self) -> RebuildResponse:
         """Start a rebuild and wait for it (polling its status: no request stays open)."""
@@ -245,8 +258,8 @@ class AsyncHttpEncoderClient:
 
     async def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
         with _transport_errors(self.service):
-            resp = await self._http.post("/v1/encode", headers=_headers(),
-                                         json=EncodeRequest(texts=list(texts)).model_dump())
+            resp = await self._http.post("/v1/encode", headers=_headers() | JSON_HEADERS,
+                                         content=_encode_body(texts))
         _raise_for(resp, self.service)
         return _vectors_of(resp)
 
@@ -265,9 +278,12 @@ class AsyncHttpIndexClient:
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport,
                                        headers=_auth_headers(service_token), limits=POOL_LIMITS)
 
-    async def _call(self, method: str, path: str, json: Any = None) -> httpx.Response:
+    async def _call(self, method: str, path: str, json: Any = None,
+                    content: bytes | None = None) -> httpx.Response:
+        headers = _headers() | JSON_HEADERS if content is not None else _headers()
         with _transport_errors(self.service):
-            resp = await self._http.request(method, path, json=json, headers=_headers())
+            resp = await self._http.request(method, path, json=json, content=content,
+                                            headers=headers)
         _raise_for(resp, self.service)
         return resp
 
@@ -283,8 +299,8 @@ class AsyncHttpIndexClient:
 
     async def search(self, vector: NDArray[np.float32], k: int, nprobe: int | None = None
                      ) -> SearchResponse:
-        resp = await self._call("POST", "/v1/search", _search_body(vector, k, nprobe))
-        return SearchResponse.model_validate(resp.json())
+        resp = await self._call("POST", "/v1/search", content=_search_body(vector, k, nprobe))
+        return SearchResponse.model_validate_json(resp.content)
 
     async def rebuild(self) -> RebuildResponse:
         """Start a rebuild and wait for it (polling its status: no request stays open)."""

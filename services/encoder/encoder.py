@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -79,15 +80,46 @@ class TextEncoder:
         raise NotImplementedError
 
 
+Precision = Literal["fp32", "bf16", "auto"]
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 matmuls natively here (AVX512-BF16 or AMX), i.e. faster."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: Any) -> str:
+    """`auto` = bf16 autocast on a CPU with native bf16 (1.4-1.5x faster forward on MiniLM,
+    vectors within 1e-4 cosine of fp32), fp32 everywhere else."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "auto":
+        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
+    return precision
+
+
 class BertTextEncoder(TextEncoder):
-    """Any BERT-family checkpoint directory: mean pooling over the attention mask + L2 norm."""
+    """Any BERT-family checkpoint directory: mean pooling over the attention mask + L2 norm.
+
+    `precision="bf16"` runs the transformer under bf16 autocast (weights stay fp32, matmuls
+    accumulate in fp32; pooling and the norm are fp32): on a CPU with AVX512-BF16 the forward
+    pass is ~1.5x faster and each vector is within 1e-4 cosine of the fp32 one.
+    """
 
     def __init__(self, model_dir: Path | str | None = None, *, name: str = "all-MiniLM-L6-v2",
-                 batch_size: int = 64, max_length: int = 128, device: str = "auto") -> None:
+                 batch_size: int = 64, max_length: int = 128, device: str = "auto",
+                 precision: Precision = "fp32") -> None:
         super().__init__(name=name, batch_size=batch_size)
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         self.max_length = max_length
         self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
         self._tokenizer: Any = None
         self._model: Any = None
         # fast tokenizers are not safe to call from several threads at once ("Already borrowed")
@@ -114,15 +146,20 @@ class BertTextEncoder(TextEncoder):
             tokens = self._tokenizer(batch, padding=True, truncation=True,
                                      max_length=self.max_length, return_tensors="pt")
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
+                    if self.precision == "bf16" else contextlib.nullcontext())
         with torch.inference_mode():
-            hidden = self._model(**tokens).last_hidden_state
+            with autocast:
+                hidden = self._model(**tokens).last_hidden_state
+            hidden = hidden.float()
             mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
         return pooled.float().cpu().numpy()
 
 
-def build_text_encoder(settings: Settings) -> BertTextEncoder:
+def build_text_encoder(settings: Settings, *, precision: Precision = "fp32"
+                       ) -> BertTextEncoder:
     """The encoder the settings name (not yet loaded; call `load()` or let `encode` do it)."""
     set_torch_threads(settings.torch_threads)
     return BertTextEncoder(
@@ -131,4 +168,5 @@ def build_text_encoder(settings: Settings) -> BertTextEncoder:
         batch_size=settings.encoder_batch_size,
         max_length=settings.encoder_max_length,
         device=settings.device,
+        precision=precision,
     )

@@ -11,6 +11,7 @@ from fastapi import Depends, Path, Query, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.gateway.querycache import CachedTextEncoder, cache_entries
 from services.gateway.readiness import SchemaGate
 from services.gateway.search import SearchQuery, validate_search_query
 from shared.celery_app import make_celery
@@ -61,8 +62,10 @@ def build_context(settings: Settings) -> GatewayContext:
         settings=settings,
         session_factory=make_session_factory(engine),
         store=make_blob_store(settings, require=False),
-        encoder=AsyncHttpEncoderClient(settings.encoder_url, timeout=timeout,
-                                       service_token=token),
+        # repeated queries skip the encoder (a bounded LRU of query vectors per model)
+        encoder=CachedTextEncoder(
+            AsyncHttpEncoderClient(settings.encoder_url, timeout=timeout, service_token=token),
+            model=settings.embedding_model, max_entries=cache_entries()),
         index=make_async_index_client(settings, service_token=token),  # one per shard
         queue=CeleryCaptionQueue(make_celery(settings), settings.caption_batch_size),
         schema=SchemaGate(engine),

@@ -22,12 +22,12 @@ import anyio
 import numpy as np
 from fastapi import Depends, Query
 from numpy.typing import NDArray
-from sqlalchemy import select
+from sqlalchemy import ScalarSelect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.gateway.deps import SettingsDep
 from services.gateway.filters import ImageFilters, ImageFiltersDep
-from services.gateway.images import content_url, latest_captions, thumbnail_url
+from services.gateway.images import content_url, thumbnail_url
 from services.gateway.ranking import (
     decode_cursor,
     encode_cursor,
@@ -37,7 +37,7 @@ from services.gateway.ranking import (
 from services.gateway.search import SearchQuery
 from shared.clients import AsyncIndexClient, AsyncTextEncoderClient
 from shared.config import Settings
-from shared.db import Embedding, ImageRecord
+from shared.db import Caption, Embedding, ImageRecord
 from shared.db.fulltext import match_captions
 from shared.errors import ValidationFailed
 from shared.schemas import SearchHit, SearchResult, SearchResults
@@ -99,20 +99,28 @@ def _chunks(ids: Sequence[int]) -> list[list[int]]:
     return [list(ids[i:i + _IN_CHUNK]) for i in range(0, len(ids), _IN_CHUNK)]
 
 
+def _latest_caption() -> ScalarSelect[str]:
+    """The image's most recently written caption (as `latest_captions` picks it), per row."""
+    return (select(Caption.text).where(Caption.image_id == ImageRecord.id)
+            .order_by(Caption.created_at.desc(), Caption.id.desc()).limit(1)
+            .correlate(ImageRecord).scalar_subquery())
+
+
 def load_details(session: Session, image_ids: Sequence[int], filters: ImageFilters
                  ) -> dict[int, ImageDetails]:
-    """Metadata and latest caption of the images that exist and pass the filters."""
+    """Metadata and latest caption of the images that exist and pass the filters: one
+    statement (one round trip) per 900 ids, the caption as a correlated subquery."""
     rows = []
+    caption = _latest_caption().label("caption")
     for chunk in _chunks(list(dict.fromkeys(image_ids))):
         rows += session.execute(
             select(ImageRecord.id, ImageRecord.filename, ImageRecord.source,
                    ImageRecord.created_at, ImageRecord.width, ImageRecord.height,
-                   ImageRecord.size_bytes)
+                   ImageRecord.size_bytes, caption)
             .where(ImageRecord.id.in_(chunk), *filters.clauses())).all()
-    captions = latest_captions(session, [r.id for r in rows])
     return {r.id: ImageDetails(filename=r.filename, source=r.source,
                                created_at=_aware(r.created_at), width=r.width, height=r.height,
-                               size_bytes=r.size_bytes, caption=captions.get(r.id))
+                               size_bytes=r.size_bytes, caption=r.caption)
             for r in rows}
 
 

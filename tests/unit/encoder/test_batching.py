@@ -48,3 +48,48 @@ def test_an_encoder_error_reaches_every_caller_of_the_batch() -> None:
         batcher = MicroBatcher(broken, pool, wait_ms=5)
         with pytest.raises(RuntimeError, match="exploded"):
             run_concurrently(batcher, [["a"], ["b"]])
+
+
+def test_batched_callers_get_the_vectors_they_would_get_alone(tiny_encoder) -> None:  # type: ignore[no-untyped-def]
+    """Real forward passes: padding a text next to longer ones must not change its vector."""
+    texts = ["a dog", "the cat runs through the grass on the beach", "red car on the street",
+             "a man", "dog", "a woman in the water with a ball"]
+    alone = [tiny_encoder.encode([t])[0] for t in texts]
+    with ThreadPoolExecutor(1) as pool:
+        batcher = MicroBatcher(tiny_encoder.encode, pool, max_batch=64, wait_ms=20)
+        results = run_concurrently(batcher, [[t] for t in texts] + [texts[:2]])
+    assert batcher.batches == 1
+    for got, want in zip(results, alone, strict=False):
+        np.testing.assert_allclose(got[0], want, atol=1e-5)
+    np.testing.assert_allclose(results[-1], np.stack(alone[:2]), atol=1e-5)
+
+
+def test_callers_that_arrive_while_a_batch_runs_form_the_next_batch() -> None:
+    """Closed-loop load: requests queue behind the running forward pass and share the next."""
+    import threading
+
+    release = threading.Event()
+    seen: list[int] = []
+
+    def slow_encode(texts: Sequence[str]) -> np.ndarray:
+        seen.append(len(texts))
+        if len(seen) == 1:
+            release.wait(5)
+        return fake_encode(texts)
+
+    async def main(batcher: MicroBatcher) -> list[np.ndarray]:
+        first = asyncio.ensure_future(batcher.encode(["first"]))
+        await asyncio.sleep(0.05)  # the first batch is now running
+        rest = [asyncio.ensure_future(batcher.encode(["x" * n])) for n in range(1, 6)]
+        await asyncio.sleep(0.05)
+        release.set()
+        try:
+            return await asyncio.gather(first, *rest)
+        finally:
+            await batcher.stop()
+
+    with ThreadPoolExecutor(1) as pool:
+        batcher = MicroBatcher(slow_encode, pool, max_batch=64, wait_ms=1)
+        results = asyncio.run(main(batcher))
+    assert seen == [1, 5]
+    assert [r[0, 0] for r in results] == [5, 1, 2, 3, 4, 5]

@@ -88,3 +88,34 @@ def test_base_class_chunks_by_batch_size() -> None:
     vectors = encoder.encode(["aaaa", "a", "aaaaaaa", "aa", "aaa"])
     assert [len(b) for b in encoder.batches] == [3, 2]
     assert vectors[:, 0].tolist() == [4, 1, 7, 2, 3]
+
+
+def test_bf16_precision_stays_close_to_fp32(tiny_bert_dir: Path,
+                                            tiny_encoder: BertTextEncoder) -> None:
+    bf16 = BertTextEncoder(tiny_bert_dir, batch_size=2, max_length=32, device="cpu",
+                           precision="bf16")
+    assert bf16.precision == "bf16"
+    vectors = bf16.encode(TEXTS)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    cosines = (vectors * tiny_encoder.encode(TEXTS)).sum(axis=1)
+    assert cosines.min() > 0.99
+
+
+def test_precision_is_fp32_by_default_and_auto_picks_by_hardware(tiny_bert_dir: Path) -> None:
+    import torch
+
+    from services.encoder.encoder import cpu_has_native_bf16, resolve_precision
+
+    assert BertTextEncoder(tiny_bert_dir, device="cpu").precision == "fp32"
+    auto = BertTextEncoder(tiny_bert_dir, device="cpu", precision="auto").precision
+    assert auto == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert resolve_precision("auto", torch.device("cuda")) == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        resolve_precision("int4", torch.device("cpu"))
+
+
+def test_build_text_encoder_passes_the_precision(tiny_bert_dir: Path) -> None:
+    settings = Settings(encoder_model_dir=tiny_bert_dir, device="cpu")
+    assert build_text_encoder(settings).precision == "fp32"
+    assert build_text_encoder(settings, precision="bf16").precision == "bf16"

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 
 from services.gateway.app import create_app, upload_body_limit
 from services.gateway.deps import GatewayContext
+from services.gateway.querycache import CachedTextEncoder
 from shared.clients import AsyncHttpEncoderClient, AsyncHttpIndexClient
 from shared.config import Settings
 from shared.queue import CeleryCaptionQueue
@@ -20,7 +21,10 @@ def test_lifespan_builds_the_production_context_from_settings(tmp_path: Path) ->
         context = client.app.state.context  # type: ignore[attr-defined]
         assert isinstance(context, GatewayContext)
         assert isinstance(context.store, LocalBlobStore)
-        assert isinstance(context.encoder, AsyncHttpEncoderClient)
+        # the encoder client sits behind the query-vector cache
+        assert isinstance(context.encoder, CachedTextEncoder)
+        assert isinstance(context.encoder.inner, AsyncHttpEncoderClient)
+        assert context.encoder.model == settings.embedding_model
         assert isinstance(context.index, AsyncHttpIndexClient)
         assert isinstance(context.queue, CeleryCaptionQueue)
         assert client.get("/readyz").status_code == 200

@@ -108,3 +108,28 @@ def test_rebuild_starts_in_the_background_and_reports_its_status(gateway: Gatewa
     assert resp.status_code == 202 and resp.json()["state"] == "building"
     assert status.status_code == 200 and status.json()["result"]["index_version"] == 4
     assert gateway.backends.rebuilds == 1
+
+
+def test_search_shows_the_latest_caption_of_an_image_with_several(gateway: Gateway) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    ids = seed_images(gateway, {"dog.jpg": "an old caption"})
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    with gateway.session_factory.begin() as session:
+        session.add(Caption(image_id=ids["dog.jpg"], text="the newer caption", model="other",
+                            created_at=later))
+    gateway.backends.hits = [(ids["dog.jpg"], 0.8)]
+    body = gateway.client.get("/v1/search", params={"q": "dog"}).json()
+    assert [r["caption"] for r in body["results"]] == ["the newer caption"]
+
+
+def test_a_repeated_query_reuses_the_cached_vector(gateway: Gateway,
+                                                   seeded: dict[str, int]) -> None:
+    from services.gateway.querycache import CachedTextEncoder
+
+    gateway.context.encoder = CachedTextEncoder(gateway.context.encoder, model="fake")
+    first = gateway.client.get("/v1/search", params={"q": "a pet", "k": 5}).json()
+    second = gateway.client.get("/v1/search", params={"q": " a  pet ", "k": 5}).json()
+    assert gateway.backends.encoded == [["a pet"]]  # the second one never reached the encoder
+    assert first["results"] == second["results"]
+    assert gateway.backends.searches[0]["vector"] == gateway.backends.searches[1]["vector"]
