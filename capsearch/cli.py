@@ -7,7 +7,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from capsearch.commands import demo, doctor, evaluate, ingest, keys, search, serve, stack
+from capsearch.commands import (
+    demo,
+    doctor,
+    eval_captions,
+    evaluate,
+    ingest,
+    keys,
+    search,
+    serve,
+    stack,
+    train,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="last line: one JSON object")
     r.add_argument("--hybrid", choices=["on", "off"], default=None,
                    help="fuse caption full-text matches into the ranking (default: setting)")
+    r.add_argument("--representation", choices=["caption", "image", "fused"], default=None,
+                   help="override CAPSEARCH_REPRESENTATION (what the index serves)")
     r.set_defaults(func=evaluate.run_retrieval)
+    eval_captions.add_parser(eval_sub)
 
     p = sub.add_parser("stack", help="run each service as its own process (local stack)")
     p.add_argument("action", choices=["up", "down", "status"])
@@ -69,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys.add_parsers(sub)
     doctor.add_parser(sub)
+    train.add_parsers(sub)
     return parser
 
 

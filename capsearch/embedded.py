@@ -63,6 +63,7 @@ def build_embedded(settings: Settings) -> EmbeddedStack:
     from services.caption.captioners import build_captioner
     from services.caption.inprocess import InProcessCaptionQueue
     from services.caption.pipeline import PipelineDeps
+    from services.caption.projection import build_embedder
     from services.encoder.encoder import build_text_encoder
     from services.search.service import IndexService
 
@@ -78,8 +79,11 @@ def build_embedded(settings: Settings) -> EmbeddedStack:
     index.load()
     captioner = build_captioner(settings.captioner, settings)
     captioner.load()
+    embedder = build_embedder(settings)  # the image-side vector of `image`/`fused`
+    if embedder is not None:
+        embedder.load()
     deps = PipelineDeps(settings=settings, session_factory=session_factory, store=store,
-                        captioner=captioner, encoder=encoder, index=index)
+                        captioner=captioner, encoder=encoder, index=index, embedder=embedder)
     queue = InProcessCaptionQueue(deps)
     queue.start()
     log.info("embedded capsearch ready: data in %s, captioner %s", settings.data_dir,

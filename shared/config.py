@@ -139,9 +139,9 @@ class Settings(BaseSettings):
     torch_threads: int | None = None
     # what the search index ranks by (docs/quality.md): the caption's text vector, the
     # projection head's image vector, or their weighted sum; also the `embeddings.kind` indexed
-    representation: Literal["caption", "image", "fused"] = "caption"
+    representation: Literal["caption", "image", "fused"] = "fused"
     # the shared CNN pass (tags, sat, projection head) runs at this input size (px)
-    backbone_image_size: int = Field(224, ge=64, le=1024)
+    backbone_image_size: int = Field(256, ge=64, le=1024)
     # trained model files; None = the defaults shipped in services/caption/models/
     sat_checkpoint: Path | None = None
     projection_checkpoint: Path | None = None

@@ -64,9 +64,12 @@ def run_retrieval(args: argparse.Namespace) -> int:
         updates["rate_limit"] = base.rate_limit.model_copy(update={"enabled": False})
         if getattr(args, "hybrid", None) is not None:  # keyword + vector fusion on/off
             updates["ranking"] = base.ranking.model_copy(update={"hybrid": args.hybrid == "on"})
+        if getattr(args, "representation", None):
+            updates["representation"] = args.representation
         settings = base.model_copy(update=updates)
         print(f"indexing {pool} photos from {args.images} with captioner "
-              f"'{settings.captioner}'", file=sys.stderr)
+              f"'{settings.captioner}', representation '{settings.representation}'",
+              file=sys.stderr)
         with embedded_client(settings) as client:
             items = upload_all(client, files, batch=32)
             final = wait_all(client, [i.id for i in items])
@@ -84,8 +87,8 @@ def run_retrieval(args: argparse.Namespace) -> int:
 
                 ranks = list(pool_exec.map(one, usable))
     metrics = retrieval_metrics(ranks, pool)
-    print(f"captioner {settings.captioner}, hybrid {'on' if settings.ranking.hybrid else 'off'}"
-          f": pool {pool} photos ({failed} failed), "
+    print(f"captioner {settings.captioner}, representation {settings.representation}, hybrid "
+          f"{'on' if settings.ranking.hybrid else 'off'}: pool {pool} photos ({failed} failed), "
           f"{metrics['queries']} caption queries")
     print(f"R@1 {metrics['r1']:.1f}  R@5 {metrics['r5']:.1f}  R@10 {metrics['r10']:.1f}  "
           f"median rank {metrics['median_rank']:.0f}")

@@ -12,8 +12,9 @@ Representations (`settings.representation`, docs/quality.md): the `caption` embe
 always the vector the search index serves. With `caption` it is the caption's text vector;
 with `image` or `fused` the worker also stores the caption's text vector (kind `text`) and the
 projection head's image vector (kind `image`, from the same CNN pass as the caption), and the
-served vector is the image vector or the normalised weighted sum w·text + (1-w)·image.
-Queries need no change: both vectors live in the text encoder's space.
+served vector is the image vector, or the head's fusion of it with the text vector of the
+photo's tag caption (`services/caption/projection.py`). Queries need no change: every vector
+lives in the text encoder's space.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from shared.errors import DependencyError, NotFound
 from shared.images import decode_rgb
 from shared.metrics import observe_batch
 from shared.storage import BlobStore, original_key
-from shared.vectors import from_bytes, l2_normalize, to_bytes
+from shared.vectors import from_bytes, to_bytes
 
 log = logging.getLogger(__name__)
 
@@ -163,21 +164,16 @@ def encode_captions(encoder: TextEncoderClient, texts: Sequence[str]) -> NDArray
     return vectors
 
 
-def search_vectors(representation: str, text_vectors: NDArray[np.float32],
-                   image_vectors: NDArray[np.float32] | None, text_weight: float
-                   ) -> NDArray[np.float32]:
-    """The vectors the index serves: text, image, or normalised w·text + (1-w)·image."""
-    if representation == "caption":
-        return text_vectors
-    if image_vectors is None or image_vectors.shape != text_vectors.shape:
-        raise ValueError(f"the {representation!r} representation needs image vectors shaped "
-                         f"like the text vectors {text_vectors.shape}")
-    if representation == "image":
-        return l2_normalize(image_vectors)
-    if representation == "fused":
-        return l2_normalize(text_weight * l2_normalize(text_vectors)
-                            + (1.0 - text_weight) * l2_normalize(image_vectors))
-    raise ValueError(f"unknown representation {representation!r}")
+def encode_for_serving(encoder: TextEncoderClient, captions: list[str],
+                       fusion_texts: list[str]) -> tuple[NDArray[np.float32],
+                                                         NDArray[np.float32]]:
+    """The captions' vectors and the fusion texts' vectors, in one encoder call (the fusion
+    texts are not encoded again when they are the captions, as with the tags captioner)."""
+    if not fusion_texts or fusion_texts == captions:
+        vectors = encode_captions(encoder, captions)
+        return vectors, vectors
+    vectors = encode_captions(encoder, captions + fusion_texts)
+    return vectors[:len(captions)], vectors[len(captions):]
 
 
 def store_results(session_factory: sessionmaker[Session], *, captions: dict[int, str],
@@ -263,12 +259,14 @@ def caption_images(image_ids: Sequence[int], *, deps: PipelineDeps) -> BatchRepo
         with report.timed("caption"):
             analysis = deps.captioner.analyse([images[i] for i in ids], embedder)
         report.captions = dict(zip(ids, analysis.captions, strict=True))
+        image = analysis.image
         with report.timed("encode"):
-            vectors = encode_captions(deps.encoder, analysis.captions)
-        if analysis.image_vectors is not None:
-            extra = {TEXT_KIND: vectors, IMAGE_KIND: analysis.image_vectors}
-            vectors = search_vectors(representation, vectors, analysis.image_vectors,
-                                     fusion_weight(deps))
+            vectors, fusion = encode_for_serving(deps.encoder, analysis.captions,
+                                                 image.texts if image is not None else [])
+        if image is not None and embedder is not None:
+            extra = {TEXT_KIND: vectors, IMAGE_KIND: image.vectors}
+            vectors = embedder.serve(representation, fusion, image.vectors,
+                                     deps.settings.fusion_weight)
     if ids or report.failed:
         with report.timed("store"):
             store_results(deps.session_factory, captions=report.captions, vectors=vectors,
@@ -291,17 +289,6 @@ def caption_images(image_ids: Sequence[int], *, deps: PipelineDeps) -> BatchRepo
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-
-def fusion_weight(deps: PipelineDeps) -> float:
-    """The text vector's weight: the setting, else the one tuned with the head for this
-    captioner, else 0.5."""
-    if deps.settings.fusion_weight is not None:
-        return deps.settings.fusion_weight
-    tuned = getattr(deps.embedder, "text_weight", None)
-    if callable(tuned):
-        return float(tuned(deps.captioner.name))
-    return 0.5
 
 
 def _upsert(session: Session, model: type[Any], keys: list[str],

@@ -1,15 +1,21 @@
-"""The projection head: CNN features of a photo → a vector in the text encoder's space.
+"""The projection head: a photo's CNN features → vectors in the text encoder's space.
 
-Queries are caption-like sentences embedded by the text encoder (MiniLM-L6, 384-d). A photo's
-caption gives one vector in that space; the head gives a second one straight from the pixels:
-v = normalise(W · GeM(features) + b), a ridge regression from the generalised-mean-pooled
-EfficientNet-Lite0 features onto the mean text vector of each training photo's human
-captions (`capsearch train-projection`). The search index serves the normalised weighted sum
-of the caption's vector and v (`fused`), so the query path is unchanged. The text weight is
-tuned with the head, per captioner, and stored in the same file (docs/quality.md).
+Queries are caption-like sentences embedded by the text encoder (MiniLM-L6, 384-d). The head
+maps the shared CNN pass into that space, so the index can serve a vector that is better than
+any caption's (docs/quality.md):
 
-One file (`services/caption/models/projection.pt` by default): weight (float16), bias, the
-CNN input size and pooling the head was trained on, the tuned text weights and provenance.
+- image vector  r = normalise(W·x + b): ridge regression from x = [GeM-pooled head features,
+  ½·mean-pooled last-block features] (1,600-d) onto the mean text vector of each training
+  photo's human captions;
+- fused vector  v = normalise(w·t + (1-w)·r), t = the text vector of the photo's ImageNet tag
+  caption (the `tags` rule on the same pass's logits: zero-shot knowledge the 600 training
+  photos cannot teach), then v ← normalise(M·v) with M a 384×384 metric learned by InfoNCE on
+  held-out (cross-fitted) ridge predictions, then a hubness correction: v minus β times its mean
+  similarity to its k nearest training captions along the mean caption direction (an
+  approximation of CSLS that keeps a plain cosine index).
+
+Everything is linear in the query, so the query path is unchanged. One file holds it all
+(`services/caption/models/projection.pt` by default; float16 matrices).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from services.caption.captioners.backbone import (
     EfficientNetBackbone,
     shared_backbone,
 )
+from services.caption.captioners.on_backbone import ImageEmbedding
+from services.caption.captioners.tags import TagsCaptioner
 from services.caption.models import default_model_path
 from shared.config import Settings
 from shared.vectors import l2_normalize
@@ -40,55 +48,72 @@ log = logging.getLogger(__name__)
 
 FORMAT = "capsearch-projection/1"
 DEFAULT_PROJECTION = "projection.pt"
-DEFAULT_TEXT_WEIGHT = 0.35
+GEM_P = 3.0
+HEAD_INPUT_DIM = 1280 + 320
+BOTTLENECK_SCALE = 0.5  # the last block's features are ~3× larger: keep the ridge balanced
+Matrix = NDArray[np.float32]
+
+
+def head_input(out: BackboneOutput, gem_p: float = GEM_P) -> torch.Tensor:
+    """The head's input (B, 1,600): GeM of the head features ++ ½·mean of the last block's."""
+    parts = [out.gem(gem_p)]
+    if out.bottleneck is None:
+        raise ValueError("the projection head needs the backbone's bottleneck features")
+    parts.append(BOTTLENECK_SCALE * out.bottleneck.float().mean(dim=(2, 3)))
+    return torch.cat(parts, dim=1).cpu()
 
 
 @dataclass
 class ProjectionHead:
-    """A linear map from pooled CNN features (F) to the text space (D)."""
+    """Ridge map, fusion, metric and hubness correction (see the module docstring)."""
 
-    weight: NDArray[np.float32]  # (F, D)
-    bias: NDArray[np.float32]  # (D,)
+    weight: Matrix  # (F, D)
+    bias: Matrix  # (D,)
     image_size: int
-    gem_p: float = 3.0
-    text_weights: dict[str, float] = field(default_factory=dict)
+    text_weight: float = 0.35
+    metric: Matrix | None = None  # (D, D)
+    bank: Matrix | None = None  # (K, D) training caption vectors
+    hub_beta: float = 0.0
+    hub_k: int = 10
+    gem_p: float = GEM_P
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def project(self, pooled: NDArray[np.floating]) -> NDArray[np.float32]:
-        """Pooled features (N, F) → unit vectors (N, D)."""
-        return l2_normalize(np.asarray(pooled, np.float32) @ self.weight + self.bias)
+    def project(self, x: NDArray[np.floating]) -> Matrix:
+        """Head inputs (N, F) → image vectors (N, D), unit length."""
+        return l2_normalize(np.asarray(x, np.float32) @ self.weight + self.bias)
 
-    def text_weight(self, captioner: str) -> float:
-        """The caption vector's weight in the fused vector, as tuned for this captioner."""
-        return float(self.text_weights.get(captioner,
-                                           self.text_weights.get("*", DEFAULT_TEXT_WEIGHT)))
+    def fuse(self, text_vectors: Matrix, image_vectors: Matrix,
+             text_weight: float | None = None) -> Matrix:
+        """The served `fused` vectors from tag-caption text vectors and image vectors."""
+        w = self.text_weight if text_weight is None else text_weight
+        v = l2_normalize(w * l2_normalize(text_vectors) + (1.0 - w) * l2_normalize(image_vectors))
+        if self.metric is not None:
+            v = l2_normalize(v @ self.metric.T)
+        return self.correct_hubness(v)
 
-
-def fit_ridge(features: NDArray[np.floating], targets: NDArray[np.floating], alpha: float
-              ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Closed-form ridge with an unpenalised intercept: (W, b) minimising
-    ‖X W + b − Y‖² + alpha ‖W‖² (float64 normal equations; F is small)."""
-    x = np.asarray(features, np.float64)
-    y = np.asarray(targets, np.float64)
-    x_mean, y_mean = x.mean(axis=0), y.mean(axis=0)
-    xc = x - x_mean
-    gram = xc.T @ xc
-    gram[np.diag_indices_from(gram)] += alpha
-    weight = np.linalg.solve(gram, xc.T @ (y - y_mean))
-    bias = y_mean - x_mean @ weight
-    return weight.astype(np.float32), bias.astype(np.float32)
+    def correct_hubness(self, v: Matrix) -> Matrix:
+        """v − β·(mean of its k best cosines with the training captions)·(mean direction)."""
+        if self.bank is None or self.hub_beta <= 0:
+            return v
+        sims = v @ self.bank.T
+        k = min(self.hub_k, sims.shape[1])
+        crowd = -np.sort(-sims, axis=1)[:, :k].mean(axis=1, keepdims=True)
+        direction = l2_normalize(self.bank.mean(axis=0))
+        return l2_normalize(v - self.hub_beta * crowd * direction)
 
 
 def save_head(path: Path, head: ProjectionHead) -> None:
-    """Write atomically; the weight is stored as float16."""
+    """Write atomically; matrices as float16."""
+    def half(m: Matrix | None) -> torch.Tensor | None:
+        return None if m is None else torch.from_numpy(np.asarray(m, np.float32)).half()
+
     payload = {
-        "format": FORMAT,
-        "weight": torch.from_numpy(head.weight).to(torch.float16),
-        "bias": torch.from_numpy(head.bias.astype(np.float32)),
-        "image_size": int(head.image_size),
-        "gem_p": float(head.gem_p),
-        "text_weights": {k: float(v) for k, v in head.text_weights.items()},
-        "meta": dict(head.meta),
+        "format": FORMAT, "weight": half(head.weight),
+        "bias": torch.from_numpy(np.asarray(head.bias, np.float32)),
+        "metric": half(head.metric), "bank": half(head.bank),
+        "image_size": int(head.image_size), "text_weight": float(head.text_weight),
+        "hub_beta": float(head.hub_beta), "hub_k": int(head.hub_k),
+        "gem_p": float(head.gem_p), "meta": dict(head.meta),
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -101,21 +126,31 @@ def load_head(path: Path) -> ProjectionHead:
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a {FORMAT} file")
-    return ProjectionHead(weight=payload["weight"].float().numpy(),
-                          bias=payload["bias"].float().numpy(),
-                          image_size=int(payload["image_size"]), gem_p=float(payload["gem_p"]),
-                          text_weights=dict(payload.get("text_weights", {})),
+
+    def full(t: torch.Tensor | None) -> Matrix | None:
+        return None if t is None else t.float().numpy()
+
+    weight, bias = full(payload["weight"]), full(payload["bias"])
+    assert weight is not None and bias is not None
+    return ProjectionHead(weight=weight, bias=bias, metric=full(payload.get("metric")),
+                          bank=full(payload.get("bank")),
+                          image_size=int(payload["image_size"]),
+                          text_weight=float(payload["text_weight"]),
+                          hub_beta=float(payload.get("hub_beta", 0.0)),
+                          hub_k=int(payload.get("hub_k", 10)),
+                          gem_p=float(payload.get("gem_p", GEM_P)),
                           meta=dict(payload.get("meta", {})))
 
 
 class ImageProjection:
-    """The head over the shared CNN pass: an `ImageEmbedder` for the caption worker."""
+    """The head over the shared CNN pass: the caption worker's `ImageEmbedder`."""
 
     def __init__(self, path: Path | str | None = None, *,
                  backbone: EfficientNetBackbone | None = None, device: str = "auto",
                  image_size: int = 288) -> None:
         self.path = Path(path) if path is not None else default_model_path(DEFAULT_PROJECTION)
         self.backbone = backbone if backbone is not None else shared_backbone(device, image_size)
+        self.tags = TagsCaptioner(backbone=self.backbone)  # the fusion text's rule
         self.head: ProjectionHead | None = None
         self._lock = threading.Lock()
 
@@ -138,19 +173,34 @@ class ImageProjection:
                                  "(CAPSEARCH_BACKBONE_IMAGE_SIZE)")
             self.backbone.load()
             self.head = head
-        log.info("projection head %s loaded (%s)", self.path, head.meta.get("trained_on", "?"))
+        log.info("projection head %s loaded (trained on %s)", self.path,
+                 head.meta.get("trained_on", "?"))
 
-    def text_weight(self, captioner: str) -> float:
+    def embed_output(self, out: BackboneOutput) -> ImageEmbedding:
+        """Image vectors and tag captions from a CNN pass the caller already made."""
         self.load()
         assert self.head is not None
-        return self.head.text_weight(captioner)
+        vectors = self.head.project(head_input(out, self.head.gem_p).numpy())
+        return ImageEmbedding(vectors, self.tags.describe(out.logits))
 
-    def embed_output(self, out: BackboneOutput) -> NDArray[np.float32]:
-        """Unit vectors in the text space from a CNN pass the caller already made."""
-        self.load()
-        assert self.head is not None
-        return self.head.project(out.gem(self.head.gem_p).cpu().numpy())
-
-    def embed(self, images: Sequence[Image.Image]) -> NDArray[np.float32]:
-        """Unit vectors in the text space (one CNN pass of this head's backbone)."""
+    def embed(self, images: Sequence[Image.Image]) -> ImageEmbedding:
+        """Image vectors and tag captions (one CNN pass of this head's backbone)."""
         return self.embed_output(self.backbone.forward(images))
+
+    def serve(self, representation: str, text_vectors: Matrix, image_vectors: Matrix,
+              text_weight: float | None = None) -> Matrix:
+        """What the index serves for `image` or `fused` (text vectors of the tag captions)."""
+        self.load()
+        assert self.head is not None
+        if representation == "image":
+            return l2_normalize(image_vectors)
+        if representation == "fused":
+            return self.head.fuse(text_vectors, image_vectors, text_weight)
+        raise ValueError(f"the projection head serves `image` or `fused`, not {representation!r}")
+
+
+def build_embedder(settings: Settings) -> ImageProjection | None:
+    """The embedder the representation needs (None for `caption`)."""
+    if settings.representation == "caption":
+        return None
+    return ImageProjection.from_settings(settings)

@@ -23,6 +23,7 @@ from services.caption.pipeline import (
     caption_images,
     mark_unfinished_failed,
 )
+from services.caption.projection import build_embedder
 from shared.celery_app import CAPTION_TASK, make_celery
 from shared.clients import HttpEncoderClient
 from shared.config import Settings, get_settings
@@ -71,7 +72,11 @@ def build_worker_deps(settings: Settings, session_factory: sessionmaker[Session]
     """Stack mode: models in this process, encoder and index over HTTP, blobs from settings."""
     captioner = build_captioner(settings.captioner, settings)
     captioner.load()
+    embedder = build_embedder(settings)  # the image-side vector of `image`/`fused`
+    if embedder is not None:
+        embedder.load()
     return PipelineDeps(
+        embedder=embedder,
         settings=settings,
         session_factory=session_factory,
         store=make_blob_store(settings),

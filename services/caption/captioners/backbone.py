@@ -78,6 +78,8 @@ class BackboneOutput:
 
     features: torch.Tensor
     logits: torch.Tensor
+    # the last block's output before the 1×1 head conv (B, 320, G, G): linear, signed
+    bottleneck: torch.Tensor | None = None
 
     def regions(self) -> torch.Tensor:
         """The feature map as (B, G·G, 1280) regions, for attention."""
@@ -164,10 +166,10 @@ class EfficientNetBackbone:
         self.load()
         model = self._model
         with torch.inference_mode():
-            features = model.extract_features(batch)
+            bottleneck, features = extract_features(model, batch)
             pooled = model._avg_pooling(features).flatten(1)
             logits = model._fc(model._dropout(pooled))
-        return BackboneOutput(features=features, logits=logits)
+        return BackboneOutput(features=features, logits=logits, bottleneck=bottleneck)
 
     def close(self) -> None:
         """Free the weights and the preprocessing threads (a later call loads again)."""
@@ -176,6 +178,15 @@ class EfficientNetBackbone:
                 self._pool.shutdown(wait=True)
             self._pool = None
             self._model = None
+
+
+def extract_features(model: Any, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`EfficientNet.extract_features` that also keeps the last block's output: (bottleneck
+    (B, 320, G, G), head features (B, 1280, G, G)); no drop-connect (inference)."""
+    x = model._swish(model._bn0(model._conv_stem(batch)))
+    for block in model._blocks:
+        x = block(x, drop_connect_rate=None)
+    return x, model._swish(model._bn1(model._conv_head(x)))
 
 
 def shared_backbone(device: str = "auto", image_size: int = CROP_SIZE) -> EfficientNetBackbone:

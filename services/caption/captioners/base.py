@@ -16,17 +16,17 @@ from PIL import Image
 from shared.config import Settings
 
 if TYPE_CHECKING:
-    from services.caption.captioners.on_backbone import ImageEmbedder
+    from services.caption.captioners.on_backbone import ImageEmbedder, ImageEmbedding
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class Analysis:
-    """Captions of a batch and, when an embedder was given, its image vectors (B, dim)."""
+    """Captions of a batch and, when an embedder was given, its image-side vectors and texts."""
 
     captions: list[str]
-    image_vectors: NDArray[np.float32] | None = None
+    image: ImageEmbedding | None = None
 
 
 class Captioner:
@@ -79,20 +79,24 @@ class Captioner:
         self.load()
         if embedder is not None:
             embedder.load()
+        from services.caption.captioners.on_backbone import ImageEmbedding
+
         captions: list[str] = []
         vectors: list[NDArray[np.float32]] = []
+        extra: list[str] = []
         for start in range(0, len(images), self.batch_size):
             batch = list(images[start:start + self.batch_size])
-            texts, vecs = self._analyse(batch, embedder)
+            texts, image = self._analyse(batch, embedder)
             if len(texts) != len(batch):
                 raise RuntimeError(f"{self.name} returned {len(texts)} captions for {len(batch)}")
             captions.extend(texts)
-            if vecs is not None:
-                vectors.append(np.asarray(vecs, dtype=np.float32))
+            if image is not None:
+                vectors.append(np.asarray(image.vectors, dtype=np.float32))
+                extra.extend(image.texts)
         if embedder is None:
             return Analysis(captions)
-        return Analysis(captions, np.vstack(vectors) if vectors else
-                        np.zeros((0, 0), dtype=np.float32))
+        stacked = np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
+        return Analysis(captions, ImageEmbedding(stacked, extra))
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Captioner:
@@ -106,10 +110,10 @@ class Captioner:
         raise NotImplementedError
 
     def _analyse(self, batch: list[Image.Image], embedder: ImageEmbedder | None
-                 ) -> tuple[list[str], NDArray[np.float32] | None]:
-        """Captions, and vectors from the embedder's own pass (subclasses share theirs)."""
-        vectors = embedder.embed(batch) if embedder is not None else None
-        return self._caption(batch), vectors
+                 ) -> tuple[list[str], ImageEmbedding | None]:
+        """Captions, and the embedder's output from its own pass (subclasses share theirs)."""
+        image = embedder.embed(batch) if embedder is not None else None
+        return self._caption(batch), image
 
 
 C = TypeVar("C", bound=type[Captioner])

@@ -7,6 +7,7 @@ image-side vector, the embedder (`embed_output`) — the CNN is the costly part 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -17,16 +18,29 @@ from services.caption.captioners.backbone import BackboneOutput, EfficientNetBac
 from services.caption.captioners.base import Captioner
 
 
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """Image-side vectors of a batch (B, D) in the text encoder's space, and the texts the
+    fused vector adds (one per image, e.g. tag captions; empty when it adds none)."""
+
+    vectors: NDArray[np.float32]
+    texts: list[str]
+
+
 class ImageEmbedder(Protocol):
-    """Maps a CNN pass to unit vectors in the text encoder's space (one row per image)."""
+    """Maps a CNN pass into the text encoder's space and says what the index serves."""
 
     backbone: EfficientNetBackbone
 
     def load(self) -> None: ...
 
-    def embed_output(self, out: BackboneOutput) -> NDArray[np.float32]: ...
+    def embed_output(self, out: BackboneOutput) -> ImageEmbedding: ...
 
-    def embed(self, images: Sequence[Image.Image]) -> NDArray[np.float32]: ...
+    def embed(self, images: Sequence[Image.Image]) -> ImageEmbedding: ...
+
+    def serve(self, representation: str, text_vectors: NDArray[np.float32],
+              image_vectors: NDArray[np.float32],
+              text_weight: float | None = None) -> NDArray[np.float32]: ...
 
 
 class BackboneCaptioner(Captioner):
@@ -45,7 +59,7 @@ class BackboneCaptioner(Captioner):
         return self.describe_output(self.backbone.forward(batch))
 
     def _analyse(self, batch: list[Image.Image], embedder: ImageEmbedder | None
-                 ) -> tuple[list[str], NDArray[np.float32] | None]:
+                 ) -> tuple[list[str], ImageEmbedding | None]:
         if embedder is None or embedder.backbone is not self.backbone:
             return super()._analyse(batch, embedder)
         out = self.backbone.forward(batch)  # the one pass both read

@@ -29,12 +29,12 @@ from services.caption.captioners.backbone import (
     STD,
     EfficientNetBackbone,
 )
+from services.caption.projection import GEM_P, HEAD_INPUT_DIM, head_input
 from shared.images import decode_rgb
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2
-GEM_P = 3.0  # generalised-mean pooling exponent of the projection head's input
+CACHE_VERSION = 3
 Pixels = NDArray[np.float32]
 View = Callable[[Image.Image, EfficientNetBackbone], Pixels]
 
@@ -80,12 +80,14 @@ VIEWS: dict[str, View] = {
     "end-b-flip": _flipped(lambda image, backbone: _end_crop(image, backbone, 1)),
 }
 DEFAULT_VIEWS = ("centre", "flip")
+CACHED_MAP_VIEWS = 2  # feature maps kept in the cache (the decoder trains on centre + flip)
 
 
 @dataclass(frozen=True)
 class FeatureSet:
-    """Features of N photos under V views: GeM-pooled (V, N, 1280), logits (V, N, 1000) and,
-    for the first M views, the G×G grid as regions (M, N, G·G, 1280); float16."""
+    """Features of N photos under V views: the projection head's input (V, N, 1600), logits
+    (V, N, 1000) and, for the first M views, the G×G grid as regions (M, N, G·G, 1280);
+    float16."""
 
     paths: tuple[Path, ...]
     views: tuple[str, ...]
@@ -100,11 +102,11 @@ class FeatureSet:
                           None if self.maps is None else self.maps[:, rows])
 
 
-def cache_key(paths: Sequence[Path], views: Sequence[str], map_views: int,
+def cache_key(paths: Sequence[Path], views: Sequence[str],
               backbone: EfficientNetBackbone) -> str:
     files = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
     blob = json.dumps([CACHE_VERSION, MODEL_NAME, backbone.image_size, backbone.short_side,
-                       GEM_P, list(views), map_views, files])
+                       GEM_P, list(views), CACHED_MAP_VIEWS, files])
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -116,7 +118,7 @@ def extract_features(paths: Sequence[Path], backbone: EfficientNetBackbone, *,
     if unknown:
         raise ValueError(f"unknown views {unknown}; known: {', '.join(VIEWS)}")
     n, v = len(paths), len(views)
-    pooled = np.zeros((v, n, 1280), np.float16)
+    pooled = np.zeros((v, n, HEAD_INPUT_DIM), np.float16)
     logits = np.zeros((v, n, 1000), np.float16)
     grid = -(-backbone.image_size // 32)  # the network downsamples 32×
     maps = np.zeros((map_views, n, grid * grid, 1280), np.float16) if map_views else None
@@ -131,7 +133,7 @@ def extract_features(paths: Sequence[Path], backbone: EfficientNetBackbone, *,
                     batch = batch.contiguous(memory_format=torch.channels_last)
                 out = backbone.forward_tensor(batch.to(device))
                 rows = slice(start, start + len(images))
-                pooled[vi, rows] = out.gem(GEM_P).cpu().numpy()
+                pooled[vi, rows] = head_input(out, GEM_P).numpy()
                 logits[vi, rows] = out.logits.float().cpu().numpy()
                 if maps is not None and vi < map_views:
                     maps[vi, rows] = out.regions().float().cpu().numpy()
@@ -142,21 +144,24 @@ def extract_features(paths: Sequence[Path], backbone: EfficientNetBackbone, *,
 def cached_features(paths: Sequence[Path], cache_dir: Path, backbone: EfficientNetBackbone,
                     *, views: Sequence[str] = DEFAULT_VIEWS, map_views: int = 1,
                     batch_size: int = 32, desc: str = "CNN features") -> FeatureSet:
-    """`extract_features` through a cache file under `cache_dir` (written atomically)."""
+    """`extract_features` through a cache file under `cache_dir` (written atomically).
+
+    The file always keeps the maps of the first `CACHED_MAP_VIEWS` views, so one extraction
+    serves the decoder and the head; `map_views` only says whether to load them."""
     paths = [Path(p) for p in paths]
-    file = Path(cache_dir) / f"features-{cache_key(paths, views, map_views, backbone)}.npz"
-    if file.is_file():
-        with np.load(file) as data:
-            maps = data["maps"] if map_views else None
-            return FeatureSet(tuple(paths), tuple(views), data["pooled"], data["logits"], maps)
-    features = extract_features(paths, backbone, views=views, map_views=map_views,
-                                batch_size=batch_size, desc=desc)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(f".{os.getpid()}.tmp.npz")
-    arrays = {"pooled": features.pooled, "logits": features.logits}
-    if features.maps is not None:
-        arrays["maps"] = features.maps
-    np.savez(tmp, **arrays)  # type: ignore[arg-type]
-    tmp.replace(file)
-    log.info("cached CNN features of %d photos in %s", len(paths), file)
-    return features
+    file = Path(cache_dir) / f"features-{cache_key(paths, views, backbone)}.npz"
+    keep = min(CACHED_MAP_VIEWS, len(views))
+    if map_views > keep:
+        raise ValueError(f"at most {keep} views keep their maps")
+    if not file.is_file():
+        features = extract_features(paths, backbone, views=views, map_views=keep,
+                                    batch_size=batch_size, desc=desc)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f".{file.stem}.{os.getpid()}.tmp.npz")
+        np.savez(tmp, pooled=features.pooled, logits=features.logits,
+                 maps=features.maps if features.maps is not None else np.zeros(0, np.float16))
+        tmp.replace(file)
+        log.info("cached CNN features of %d photos in %s", len(paths), file)
+    with np.load(file) as data:
+        maps = data["maps"][:map_views] if map_views else None
+        return FeatureSet(tuple(paths), tuple(views), data["pooled"], data["logits"], maps)

@@ -1,0 +1,299 @@
+"""`capsearch train-captioner`, `train-projection` and `build-models`: the trained models.
+
+Training data: folders in the shared format (`--data DIR`: images/ + captions.tsv) and
+COCO-format captions (`--coco ANNOTATIONS.json IMAGES_DIR`). CNN features are computed once
+and cached under `--cache-dir` (default CAPSEARCH_CACHE_DIR), so later runs start at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from services.caption.captioners.backbone import EfficientNetBackbone
+from services.caption.training.datasets import (
+    CaptionedImages,
+    concat,
+    load_coco,
+    load_folder,
+    load_text_only,
+)
+from services.caption.training.features import FeatureSet, cached_features
+from shared.config import Settings, get_settings
+from shared.devices import set_torch_threads
+from shared.logging import configure_logging
+
+log = logging.getLogger(__name__)
+
+
+def add_data_arguments(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("--data", nargs="+", type=Path, default=[], metavar="DIR",
+                   help="folders in the shared format (images/ + captions.tsv)")
+    p.add_argument("--coco", nargs=2, action="append", type=Path, default=[],
+                   metavar=("ANNOTATIONS", "IMAGES"),
+                   help="COCO-format captions JSON and its image folder (repeatable)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="where CNN features and text vectors are cached (CAPSEARCH_CACHE_DIR)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="CNN input size in px (default CAPSEARCH_BACKBONE_IMAGE_SIZE)")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda (default CAPSEARCH_DEVICE)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def training_sets(args: argparse.Namespace) -> list[CaptionedImages]:
+    sets = [load_folder(folder) for folder in args.data]
+    sets += [load_coco(annotations, images) for annotations, images in args.coco]
+    if not sets:
+        raise ValueError("no training data: give --data DIR and/or --coco ANNOTATIONS IMAGES")
+    return sets
+
+
+def backbone_for(args: argparse.Namespace, settings: Settings) -> EfficientNetBackbone:
+    return EfficientNetBackbone(device=args.device or settings.device,
+                                image_size=args.image_size or settings.backbone_image_size)
+
+
+def features_of(sets: list[CaptionedImages], backbone: EfficientNetBackbone, cache_dir: Path,
+                map_views: int) -> list[FeatureSet]:
+    return [cached_features(s.paths, cache_dir, backbone, map_views=map_views,
+                            desc=f"CNN features of {s.name}") for s in sets]
+
+
+def _setup(args: argparse.Namespace) -> Settings:
+    settings = get_settings()
+    configure_logging("WARNING", json_logs=False)
+    set_torch_threads(settings.torch_threads)
+    torch.manual_seed(args.seed)
+    return settings
+
+
+# ---- train-captioner -------------------------------------------------------------------------
+
+
+def run_train_captioner(args: argparse.Namespace) -> int:
+    from services.caption.training.regions import CachedRegions, LiveRegions
+    from services.caption.training.train_sat import (
+        SatTrainOptions,
+        ValidationSet,
+        train_sat,
+        with_model_overrides,
+    )
+
+    settings = _setup(args)
+    cache_dir = args.cache_dir or settings.cache_dir
+    sets = training_sets(args)
+    train = concat(sets)
+    backbone = backbone_for(args, settings)
+    feats = features_of(sets, backbone, cache_dir, map_views=2)
+    maps = np.concatenate([f.maps for f in feats if f.maps is not None], axis=1)
+    if maps.shape[1] != len(train):  # a photo in two sets: keep the first, as concat does
+        maps = _dedupe_maps(sets, feats)
+    text_only = ([c for group in load_text_only(args.text_only) for c in group]
+                 if args.text_only else [])
+    options = SatTrainOptions(epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
+                              batch_size=args.batch_size, lr=args.lr, beam_width=args.beam,
+                              seed=args.seed, device=args.device or settings.device,
+                              amp=not args.no_amp)
+    if args.hidden:
+        options = with_model_overrides(options, hidden_dim=args.hidden)
+    cached = CachedRegions(maps, backbone.device)
+    regions, extra_params, extra_state = cached, [], None
+    if args.fine_tune:
+        live = LiveRegions(train.paths, backbone)
+        regions, extra_params, extra_state = live, live.parameters(), live.state
+    val = None
+    if args.val:
+        held = load_folder(args.val)
+        vf = cached_features(held.paths, cache_dir, backbone, map_views=1,
+                             desc=f"CNN features of {held.name}")
+        assert vf.maps is not None
+        val = ValidationSet(torch.from_numpy(vf.maps[0].astype(np.float32)), held.captions)
+    meta = {"trained_on": [s.name for s in sets], "photos": len(train),
+            "image_size": backbone.image_size, "text_only": str(args.text_only or "")}
+    checkpoint = train_sat(train.captions, regions, cached.n_views, cached.mean(), args.out,
+                           options=options, text_only=text_only, val=val, resume=args.resume,
+                           extra_params=extra_params, extra_state=extra_state, meta=meta)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): vocabulary "
+          f"{len(checkpoint.vocab)} words, trained on {len(train)} photos")
+    scored = [h["bleu4"] for h in checkpoint.meta.get("history", []) if "bleu4" in h]
+    if scored:
+        print(f"BLEU-4 on {args.val} of the kept epoch: {max(scored):.2f}")
+    return 0
+
+
+def _dedupe_maps(sets: list[CaptionedImages], feats: list[FeatureSet]) -> np.ndarray:
+    seen: dict[Path, np.ndarray] = {}
+    for s, f in zip(sets, feats, strict=True):
+        assert f.maps is not None
+        for i, path in enumerate(s.paths):
+            seen.setdefault(path.resolve(), f.maps[:, i])
+    return np.stack(list(seen.values()), axis=1)
+
+
+def add_train_captioner(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("train-captioner",
+                       help="train the Show, Attend and Tell captioner (the `sat` checkpoint)")
+    add_data_arguments(p)
+    p.add_argument("--text-only", type=Path, default=None, metavar="TSV",
+                   help="captions without photos: vocabulary + language-model pre-training")
+    p.add_argument("--out", type=Path, required=True, help="the checkpoint file to write")
+    p.add_argument("--val", type=Path, default=None, metavar="DIR",
+                   help="a held-out folder: BLEU each epoch, the best epoch is kept")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--pretrain-epochs", type=int, default=1,
+                   help="language-model epochs over --text-only first (0 = none)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--hidden", type=int, default=None, help="LSTM size (default 384)")
+    p.add_argument("--beam", type=int, default=3, help="beam width for --val")
+    p.add_argument("--fine-tune", action="store_true",
+                   help="train the CNN too (needs the photos each step: use a GPU)")
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on the GPU")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from OUT.resume (written after every epoch)")
+    p.set_defaults(func=run_train_captioner)
+
+
+# ---- train-projection ------------------------------------------------------------------------
+
+
+def run_train_projection(args: argparse.Namespace) -> int:
+    from services.caption.projection import save_head
+    from services.caption.training.train_projection import (
+        ProjectionTrainOptions,
+        concat_photos,
+        photos_for_training,
+        train_projection,
+    )
+    from services.encoder.encoder import build_text_encoder
+
+    settings = _setup(args)
+    cache_dir = args.cache_dir or settings.cache_dir
+    sets = training_sets(args)
+    backbone = backbone_for(args, settings)
+    feats = features_of(sets, backbone, cache_dir, map_views=0)
+    encoder = build_text_encoder(settings)
+    photos = concat_photos([photos_for_training(s, f, encoder, cache_dir,
+                                                settings.embedding_model)
+                            for s, f in zip(sets, feats, strict=True)])
+    options = ProjectionTrainOptions(alpha=args.alpha, text_weight=args.text_weight,
+                                     metric_steps=args.metric_steps, hub_beta=args.hub_beta,
+                                     seed=args.seed)
+    head = train_projection(photos, image_size=backbone.image_size, options=options,
+                            meta={"trained_on": [s.name for s in sets],
+                                  "text_model": settings.embedding_model})
+    save_head(args.out, head)
+    names = ", ".join(s.name for s in sets)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): head trained on "
+          f"{photos.n_photos} photos × {photos.inputs.shape[0]} views of {names}")
+    return 0
+
+
+def add_train_projection(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from services.caption.training.train_projection import ProjectionTrainOptions
+
+    defaults = ProjectionTrainOptions()
+    p = sub.add_parser("train-projection",
+                       help="train the head that maps photos into the text space")
+    add_data_arguments(p)
+    p.add_argument("--out", type=Path, required=True, help="the head file to write")
+    p.add_argument("--alpha", type=float, default=defaults.alpha, help="ridge penalty")
+    p.add_argument("--text-weight", type=float, default=defaults.text_weight,
+                   help="the tag caption's weight in the fused vector")
+    p.add_argument("--metric-steps", type=int, default=defaults.metric_steps,
+                   help="InfoNCE steps of the metric on cross-fitted predictions (0 = none)")
+    p.add_argument("--hub-beta", type=float, default=defaults.hub_beta,
+                   help="strength of the hubness correction (0 = none)")
+    p.set_defaults(func=run_train_projection)
+
+
+# ---- build-models ----------------------------------------------------------------------------
+
+# the default models: what `capsearch build-models` trains (docs/quality.md says why)
+DEFAULT_TRAINING_SETS = ("flickr8k-dev", "coco-mini-train")  # coco-mini-val stays held out
+TEXT_ONLY = "flickr8k-text-only-captions.tsv"
+SAT_PRETRAIN_EPOCHS = 2
+SAT_EPOCHS = 12
+SAT_IMAGE_SIZE = 224  # the decoder was trained on the 7×7 grid of 224 px inputs
+SAT_HELD_OUT = 100  # flickr8k-dev photos kept out of the sat training: its BLEU check
+
+
+def split_folder(source: Path, out_dir: Path, held_out: int, seed: int = 0) -> tuple[Path, Path]:
+    """Split a shared-format folder into `<name>-train` and `<name>-val` (symlinked images,
+    their captions.tsv rows): the photos sorted by name, shuffled with `seed`, the last
+    `held_out` kept out. Deterministic, so the held-out BLEU can be re-measured."""
+    import csv
+    import random
+
+    with (source / "captions.tsv").open(newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    header, rows = rows[0], rows[1:]
+    images = sorted({r[0] for r in rows})
+    random.Random(seed).shuffle(images)
+    parts = {"train": set(images[:-held_out]), "val": set(images[-held_out:])}
+    folders = []
+    for part, keep in parts.items():
+        folder = out_dir / f"{source.name}-{part}"
+        (folder / "images").mkdir(parents=True, exist_ok=True)
+        for name in keep:
+            link = folder / "images" / name
+            if not link.exists():
+                link.symlink_to((source / "images" / name).resolve())
+        with (folder / "captions.tsv").open("w") as f:
+            f.write("\t".join(header) + "\n")
+            f.writelines("\t".join(r) + "\n" for r in rows if r[0] in keep)
+        folders.append(folder)
+    return folders[0], folders[1]
+
+
+def run_build_models(args: argparse.Namespace) -> int:
+    from services.caption.models import MODELS_DIR
+
+    settings = get_settings()
+    root = args.datasets or settings.datasets_dir
+    out_dir = args.out_dir or MODELS_DIR
+    cache_dir = args.cache_dir or settings.cache_dir
+    data = [root / name for name in DEFAULT_TRAINING_SETS]
+    common = {"coco": [], "cache_dir": cache_dir, "device": args.device, "seed": 0}
+    if "projection" in args.only:
+        print(f"1/2 the projection head on {', '.join(DEFAULT_TRAINING_SETS)}")
+        run_train_projection(argparse.Namespace(
+            **common, data=data, image_size=None, out=out_dir / "projection.pt",
+            alpha=1000.0, text_weight=0.35, metric_steps=200, hub_beta=0.5))
+    if "sat" in args.only:
+        train, val = split_folder(data[0], cache_dir / "splits", SAT_HELD_OUT)
+        print(f"2/2 the sat captioner on {train.name} + {', '.join(DEFAULT_TRAINING_SETS[1:])} "
+              f"after {SAT_PRETRAIN_EPOCHS} language-model epochs on {TEXT_ONLY}; "
+              f"BLEU on the {SAT_HELD_OUT} held-out photos of {val}")
+        run_train_captioner(argparse.Namespace(
+            **common, data=[train, *data[1:]], image_size=SAT_IMAGE_SIZE,
+            out=out_dir / "sat.pt", text_only=root / TEXT_ONLY, val=val, epochs=SAT_EPOCHS,
+            pretrain_epochs=SAT_PRETRAIN_EPOCHS, batch_size=64, lr=4e-4, hidden=None, beam=3,
+            fine_tune=False, no_amp=False, resume=args.resume))
+    return 0
+
+
+def add_build_models(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("build-models",
+                       help="train the default models shipped in services/caption/models/")
+    p.add_argument("--datasets", type=Path, default=None,
+                   help="the shared data folder (default CAPSEARCH_DATASETS_DIR)")
+    p.add_argument("--out-dir", type=Path, default=None,
+                   help="where to write projection.pt and sat.pt (default: the package's)")
+    p.add_argument("--only", nargs="+", choices=["projection", "sat"],
+                   default=["projection", "sat"], help="build only these")
+    p.add_argument("--cache-dir", type=Path, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--resume", action="store_true", help="resume an interrupted sat run")
+    p.set_defaults(func=run_build_models)
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    add_train_captioner(sub)
+    add_train_projection(sub)
+    add_build_models(sub)
+
