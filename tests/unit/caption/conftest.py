@@ -85,7 +85,9 @@ class CountingEncoder:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, caption_batch_size=4, device="cpu")
+    # the pipeline mechanics with the tags caption alone (fused needs the head: own tests)
+    return Settings(data_dir=tmp_path, caption_batch_size=4, device="cpu",
+                    representation="caption")
 
 
 @pytest.fixture
