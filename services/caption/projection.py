@@ -25,6 +25,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -97,9 +98,15 @@ class ProjectionHead:
             return v
         sims = v @ self.bank.T
         k = min(self.hub_k, sims.shape[1])
-        crowd = -np.sort(-sims, axis=1)[:, :k].mean(axis=1, keepdims=True)
-        direction = l2_normalize(self.bank.mean(axis=0))
-        return l2_normalize(v - self.hub_beta * crowd * direction)
+        best = np.partition(sims, sims.shape[1] - k, axis=1)[:, -k:]  # the k best, any order
+        crowd = best.mean(axis=1, keepdims=True)
+        return l2_normalize(v - self.hub_beta * crowd * self._bank_direction)
+
+    @cached_property
+    def _bank_direction(self) -> Matrix:
+        """The training captions' mean direction (fixed once the head is built)."""
+        assert self.bank is not None
+        return l2_normalize(self.bank.mean(axis=0))
 
 
 def save_head(path: Path, head: ProjectionHead) -> None:
