@@ -65,17 +65,30 @@ ENV CAPSEARCH_DEVICE=cuda \
     NVIDIA_DRIVER_CAPABILITIES=compute,utility
 
 # ---------------------------------------------------------------------------------------------
+# the project as a wheel, built where a C compiler is: the search index's compiled scan
+# (services/search/_scan.c) is part of it; the runtime image carries no compiler
+FROM ${PYTHON_IMAGE} AS wheel
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY services ./services
+COPY capsearch ./capsearch
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
+    && python -m zipfile -l /wheels/*.whl | grep -q "services/search/_scan" \
+    || { echo "the wheel lacks the compiled scan (services/search/_scan)" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
 # the code goes in last, on the stage named by DEVICE (prod-cpu or prod-cuda);
 # --no-deps: every dependency is already installed from the lock
 # hadolint ignore=DL3006
 FROM prod-${DEVICE} AS prod
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY shared ./shared
-COPY services ./services
-COPY capsearch ./capsearch
-RUN pip install --no-cache-dir --no-deps --no-compile . \
-    && rm -rf /app/build /app/*.egg-info
+RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-deps --no-compile /wheels/*.whl
 COPY --chmod=755 deploy/docker/healthcheck.py /usr/local/bin/capsearch-healthcheck
 
 USER 10001:10001

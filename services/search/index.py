@@ -17,6 +17,7 @@ from numpy.typing import ArrayLike, NDArray
 from threadpoolctl import threadpool_limits
 
 from services.search.ivf_lists import IVFLists, IVFSnapshot, Storage
+from services.search.kernel import native
 from services.search.postings import (
     IdArray,
     Matrix,
@@ -318,9 +319,15 @@ def _scan_full(snap: IVFSnapshot, q: Matrix, probes: IdArray, k: int
     """`scan="full"`: score the probed lists' full vectors exactly, keep the k best.
 
     A list still contiguous in the arena (all of them after a load or a compaction) is a view,
-    scored in place; one changed since is gathered by its row numbers.
+    scored in place; one changed since is gathered by its row numbers. With the compiled
+    kernel (`kernel.native`), a query whose probed lists are all contiguous is one C call.
     """
     views, arena, arena_ids = snap.lists, snap.arena, snap.ids
+    if native is not None and arena.dtype == np.float32 and k > 0:
+        out_ids, out_scores = np.empty(k, dtype=np.int64), np.empty(k, dtype=np.float32)
+        found = native.scan(arena, arena_ids, snap.bounds, probes, q, out_ids, out_scores)
+        if found >= 0:  # -1: a probed list is not contiguous; numpy gathers it below
+            return out_ids[:found], out_scores[:found]
     parts = [v for v in map(views.__getitem__, probes.tolist()) if v[1].shape[0]]
     if not parts:
         return _no_hits()

@@ -43,6 +43,9 @@ class IVFSnapshot:
     lists: tuple[ListView, ...]
     arena: NDArray[np.floating]
     ids: IdArray  # the image id of each arena row
+    # (n_lists, 2) int64: each list's contiguous arena rows lo, hi, or -1, -1 while it has
+    # none (the compiled scan's view of `lists`)
+    bounds: IdArray
 
 
 def _grown(n: int, need: int) -> int:
@@ -200,6 +203,7 @@ class IVFLists:
         empty_rows = np.zeros(0, dtype=np.int64)
         self._lists = [_List(empty_red, empty_rows) for _ in range(n_lists)]
         self._views = [pl.view() for pl in self._lists]
+        self._bounds = np.full((len(self._lists), 2), -1, dtype=np.int64)
         self._snapshot = self._snap()
 
     def __len__(self) -> int:
@@ -295,12 +299,14 @@ class IVFLists:
             self._compact()
             touched = set(range(len(self._lists)))
         for t in touched:
-            self._views[t] = self._lists[t].view()
+            view = self._views[t] = self._lists[t].view()
+            self._bounds[t] = view[2:] if view[2] >= 0 else (-1, -1)
         self._snapshot = self._snap()  # one reference swap: readers see all or nothing
 
     def _snap(self) -> IVFSnapshot:
         arena = self._arena
-        return IVFSnapshot(tuple(self._views), arena.rows[: arena.n], arena.ids[: arena.n])
+        return IVFSnapshot(tuple(self._views), arena.rows[: arena.n], arena.ids[: arena.n],
+                           self._bounds.copy())
 
     def _compact(self) -> None:
         """Copy the live rows, cluster by cluster, into a fresh arena (each list contiguous

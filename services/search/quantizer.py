@@ -9,6 +9,7 @@ import numpy as np
 from scipy import sparse
 from sklearn.cluster import KMeans, MiniBatchKMeans
 
+from services.search.kernel import native
 from services.search.postings import IdArray, Matrix, about_smallest
 
 # K-means trains on at most KMEANS_POINTS_PER_CLUSTER * K points, so Lloyd's algorithm (whose
@@ -134,14 +135,20 @@ class Quantizer:
         Stage 1: PCA-space distances to every centroid (the PCA mean folded into a bias, |z_q|^2
         left out: the same for all) pick a short list of about 3 per list to probe; stage 2:
         full-space distances (c.q - |c|^2/2, largest nearest) pick the `nprobe` from it.
+        The compiled kernel (`kernel.native`) does both in one call, its short list exact.
         """
         k = self._sq.shape[0]
         if nprobe >= k:
             return np.arange(k)
-        approx = np.dot(self._red_m2, np.dot(self.components, vector))
-        approx += self._probe_bias
         nprobe = max(1, nprobe)
         m = PROBE_SHORTLIST * nprobe + PROBE_MIN_SHORTLIST
+        if native is not None and vector.dtype == np.float32 and vector.flags.c_contiguous:
+            out = np.empty(nprobe, dtype=np.int64)  # the same two stages, nearest first
+            found = native.probe(self.components, self._red_m2, self._probe_bias,
+                                 self.centroids, self._half_sq, vector, m, out)
+            return out[:found]
+        approx = np.dot(self._red_m2, np.dot(self.components, vector))
+        approx += self._probe_bias
         short = about_smallest(approx, m, min(m, nprobe + PROBE_MIN_SHORTLIST // 2))
         near = np.dot(self.centroids.take(short, axis=0), vector)
         near -= self._half_sq.take(short)
