@@ -73,7 +73,8 @@ def build_embedded(settings: Settings) -> EmbeddedStack:
     session_factory = make_session_factory(engine)
     store = make_blob_store(settings)
 
-    encoder = build_text_encoder(settings)
+    # the CNN's passes run single-threaded, in parallel streams: the encoder's alike
+    encoder = build_text_encoder(settings, streams=embedded_streams(settings))
     encoder.load()
     index = IndexService(settings, session_factory)
     index.load()
@@ -90,6 +91,14 @@ def build_embedded(settings: Settings) -> EmbeddedStack:
              settings.captioner)
     return EmbeddedStack(settings=settings, engine=engine, session_factory=session_factory,
                          store=store, encoder=encoder, index=index, queue=queue)
+
+
+def embedded_streams(settings: Settings) -> int:
+    """Parallel single-threaded passes for the in-process models: one per core on a CPU."""
+    from shared.devices import cpu_streams, resolve_device
+
+    return cpu_streams(settings.cpu_streams) if resolve_device(settings.device).type == "cpu" \
+        else 1
 
 
 @contextmanager

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -19,3 +21,14 @@ def set_torch_threads(threads: int | None) -> None:
     """Cap torch's intra-op threads (None keeps torch's default: one per core)."""
     if threads is not None and threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+def cpu_streams(streams: int | None = None) -> int:
+    """How many single-threaded model passes run in parallel on a CPU: `streams` when set,
+    else one per core this process may use."""
+    if streams is not None and streams > 0:
+        return streams
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)

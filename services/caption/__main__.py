@@ -1,7 +1,8 @@
 """`python -m services.caption [celery worker options]`: a caption worker on queue `caption`.
 
-Defaults to the solo pool (one task at a time in this process: torch already uses every
-core); extra arguments go to `celery worker`, e.g. `--pool prefork --concurrency 2`.
+Defaults to the solo pool (one task at a time in this process: its CNN passes already run on
+every core, one single-threaded stream each, `CAPSEARCH_CPU_STREAMS`); extra arguments go to
+`celery worker`, e.g. `--pool prefork --concurrency 2` with `CAPSEARCH_CPU_STREAMS=1`.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,6 +20,9 @@ from shared.devices import resolve_device, set_torch_threads
 from shared.metrics import observe_stage
 
 log = logging.getLogger(__name__)
+
+# the smallest batch worth a stream of its own (smaller ones cost more per text)
+MIN_STREAM_BATCH = 8
 
 
 def default_model_dir() -> Path:
@@ -33,17 +37,22 @@ class TextEncoder:
 
     Subclasses set `dim` in `_load()` and implement `_encode(batch)` for at most `batch_size`
     texts. `encode` loads on first use, sorts the texts by length so each batch pads little, and
-    returns the rows in the caller's order.
+    returns the rows in the caller's order. With `streams` > 1 (a CPU process running every pass
+    single-threaded, as the caption worker's does) the texts of one call are split into up to
+    `streams` batches of at least `MIN_STREAM_BATCH` that run in parallel.
     """
 
-    def __init__(self, *, name: str, batch_size: int = 64) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+    def __init__(self, *, name: str, batch_size: int = 64, streams: int = 1) -> None:
+        if batch_size < 1 or streams < 1:
+            raise ValueError("batch_size and streams must be at least 1")
         self.name = name
         self.batch_size = batch_size
+        self.streams = streams
         self.dim = 0
         self._loaded = False
         self._load_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(streams, thread_name_prefix="encode") \
+            if streams > 1 else None
 
     @property
     def loaded(self) -> bool:
@@ -66,11 +75,22 @@ class TextEncoder:
         texts = list(texts)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start:start + self.batch_size]
+        size = self.batch_size
+        if self._pool is not None:  # up to `streams` batches of at least MIN_STREAM_BATCH
+            parts = max(1, min(self.streams, len(texts) // MIN_STREAM_BATCH))
+            size = min(size, -(-len(texts) // parts))
+        batches = [order[start:start + size] for start in range(0, len(order), size)]
+
+        def run(rows: list[int]) -> None:
             began = time.perf_counter()
             out[rows] = self._encode([texts[i] for i in rows])
             observe_stage("text_encoder_forward", time.perf_counter() - began)
+
+        if self._pool is not None and len(batches) > 1:
+            list(self._pool.map(run, batches))
+        else:
+            for rows in batches:
+                run(rows)
         return out
 
     def _load(self) -> None:
@@ -114,8 +134,8 @@ class BertTextEncoder(TextEncoder):
 
     def __init__(self, model_dir: Path | str | None = None, *, name: str = "all-MiniLM-L6-v2",
                  batch_size: int = 64, max_length: int = 128, device: str = "auto",
-                 precision: Precision = "fp32") -> None:
-        super().__init__(name=name, batch_size=batch_size)
+                 precision: Precision = "fp32", streams: int = 1) -> None:
+        super().__init__(name=name, batch_size=batch_size, streams=streams)
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         self.max_length = max_length
         self.device = resolve_device(device)
@@ -158,9 +178,10 @@ class BertTextEncoder(TextEncoder):
         return pooled.float().cpu().numpy()
 
 
-def build_text_encoder(settings: Settings, *, precision: Precision = "fp32"
-                       ) -> BertTextEncoder:
-    """The encoder the settings name (not yet loaded; call `load()` or let `encode` do it)."""
+def build_text_encoder(settings: Settings, *, precision: Precision = "fp32",
+                       streams: int = 1) -> BertTextEncoder:
+    """The encoder the settings name (not yet loaded; call `load()` or let `encode` do it).
+    `streams` > 1: parallel single-threaded passes (for a process that runs the CNN alike)."""
     set_torch_threads(settings.torch_threads)
     return BertTextEncoder(
         settings.encoder_model_dir,
@@ -169,4 +190,5 @@ def build_text_encoder(settings: Settings, *, precision: Precision = "fp32"
         max_length=settings.encoder_max_length,
         device=settings.device,
         precision=precision,
+        streams=streams,
     )

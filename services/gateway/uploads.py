@@ -25,11 +25,10 @@ from shared.errors import (
     BadRequest,
     CapsearchError,
     DependencyUnavailable,
-    InvalidImage,
     PayloadTooLarge,
     ValidationFailed,
 )
-from shared.images import CONTENT_TYPES, check_image, make_thumbnail
+from shared.images import CONTENT_TYPES, check_with_thumbnail
 from shared.queue import CaptionQueue
 from shared.schemas import UploadItem, UploadResponse
 from shared.storage import BlobStore, original_key, thumbnail_key
@@ -95,16 +94,14 @@ async def read_capped(upload: UploadSource, *, name: str, max_bytes: int) -> byt
 
 
 def check_named(data: bytes, *, name: str, settings: Settings) -> tuple[str, str, int, int, bytes]:
-    """check_image + a thumbnail; errors name the file. Returns sha, format, w, h, thumbnail."""
+    """check_image + a thumbnail, from one decode; errors name the file. Returns sha, format,
+    w, h, thumbnail."""
     try:
-        img = check_image(data, max_bytes=settings.max_upload_bytes,
-                          max_pixels=settings.max_pixels)
+        img, thumb = check_with_thumbnail(data, max_bytes=settings.max_upload_bytes,
+                                          max_pixels=settings.max_pixels,
+                                          thumbnail_px=settings.thumbnail_px)
     except CapsearchError as exc:
         raise type(exc)(f"{name}: {exc.message}", code=exc.code) from None
-    try:
-        thumb = make_thumbnail(data, settings.thumbnail_px)
-    except (OSError, ValueError) as exc:
-        raise InvalidImage(f"{name}: cannot make a thumbnail: {exc}") from None
     return img.sha256, img.format, img.width, img.height, thumb
 
 

@@ -4,8 +4,14 @@ One forward pass gives both the last conv feature map (B, 1280, G, G), which att
 decoders and the projection head read, and the ImageNet logits (B, 1000), which the tags
 captioner reads; so several captioners can share one pass over a batch. The input size is a
 setting: the network's native 224 px (short side to 256, centre crop: G = 7) is the class
-default; the services run at 288 px (the whole short side, G = 9), which measured better for
+default; the services run at 256 px (the whole short side, G = 8), which measured better for
 retrieval and for ImageNet top-1 on the samples (docs/quality.md).
+
+On a CPU a batch runs as chunks of a few images, each chunk a single-threaded pass, `streams`
+chunks at a time (one per core by default), through a frozen TorchScript copy of the network
+(batch norms folded into the convolutions): on 2 cores at 256 px that is ~50 images/s against
+~17 for one 2-thread pass over a batch of 32, whose activations no longer fit the caches
+(bench/cnn_bench.py). On a GPU a batch is one eager pass.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +33,7 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
-from shared.devices import resolve_device
+from shared.devices import cpu_streams, resolve_device, set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +44,8 @@ FEATURE_CHANNELS = 1280
 FEATURE_GRID = 7
 # Lite0 was trained on inputs scaled to [-1, 1]: mean = std = 0.5 on every channel
 MEAN = STD = 0.5
+# images per single-threaded CPU pass: 1-4 run at the same speed, 8 and more slower
+CPU_CHUNK = 4
 
 
 @cache
@@ -98,7 +107,8 @@ class EfficientNetBackbone:
 
     def __init__(self, weights_path: Path | str | None = None, *, device: str = "auto",
                  preprocess_workers: int = 2, image_size: int = CROP_SIZE,
-                 short_side: int | None = None) -> None:
+                 short_side: int | None = None, streams: int | None = None,
+                 jit: bool = True) -> None:
         self.weights_path = Path(weights_path) if weights_path else default_weights_path()
         self.device = resolve_device(device)
         self.image_size = image_size
@@ -106,8 +116,13 @@ class EfficientNetBackbone:
         self.short_side = short_side or (RESIZE_SHORT_SIDE if image_size == CROP_SIZE
                                          else image_size)
         self._preprocess_workers = max(1, preprocess_workers)
+        # CPU: parallel single-threaded passes (None = one per available core); GPU: one pass
+        self.streams = cpu_streams(streams) if self.device.type == "cpu" else 1
+        self.jit = jit and self.device.type == "cpu"
         self._model: Any = None
+        self._frozen: Any = None  # the TorchScript copy, built at the first CPU pass
         self._pool: ThreadPoolExecutor | None = None
+        self._streams: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 
     @property
@@ -116,8 +131,10 @@ class EfficientNetBackbone:
 
     @property
     def module(self) -> Any:
-        """The loaded network (after `load()`), for fine-tuning or loading other weights."""
+        """The loaded network (after `load()`), for fine-tuning or loading other weights (the
+        frozen copy is rebuilt from it at the next pass)."""
         self.load()
+        self._frozen = None
         return self._model
 
     def load(self) -> None:
@@ -136,10 +153,19 @@ class EfficientNetBackbone:
             model = model.eval().to(self.device)
             if self.device.type == "cpu":
                 model = model.to(memory_format=torch.channels_last)  # ≈2× faster convs on CPU
+            if self.streams > 1:
+                # torch's thread count is per process: every pass single-threaded, the
+                # streams in parallel (a text encoder in the same process runs alike)
+                set_torch_threads(1)
+                self._streams = ThreadPoolExecutor(self.streams, thread_name_prefix="cnn")
             # PIL's resize releases the GIL, so a few threads preprocess a batch in parallel
             self._pool = ThreadPoolExecutor(self._preprocess_workers,
                                             thread_name_prefix="preprocess")
             self._model = model
+            if self.jit:  # at start-up, not in the first batch's time
+                example = torch.zeros(CPU_CHUNK, 3, self.image_size, self.image_size)
+                self._frozen = _freeze(model, example.contiguous(
+                    memory_format=torch.channels_last))
         log.info("%s loaded on %s in %.2f s", MODEL_NAME, self.device,
                  time.perf_counter() - start)
 
@@ -162,22 +188,74 @@ class EfficientNetBackbone:
         return self.forward_tensor(self.preprocess_batch(images))
 
     def forward_tensor(self, batch: torch.Tensor) -> BackboneOutput:
-        """One CNN pass over an already preprocessed batch."""
+        """The CNN over an already preprocessed batch: on a CPU in chunks of `CPU_CHUNK`
+        images, `streams` of them at a time; on a GPU in one pass."""
         self.load()
-        model = self._model
-        with torch.inference_mode():
-            bottleneck, features = extract_features(model, batch)
-            pooled = model._avg_pooling(features).flatten(1)
-            logits = model._fc(model._dropout(pooled))
+        net = self._network(batch)
+        if self._streams is None or batch.shape[0] <= CPU_CHUNK:
+            bottleneck, features, logits = _run(net, batch)
+        else:
+            parts = list(self._streams.map(lambda chunk: _run(net, chunk),
+                                           batch.split(CPU_CHUNK)))
+            bottleneck, features, logits = (torch.cat(t) for t in zip(*parts, strict=True))
         return BackboneOutput(features=features, logits=logits, bottleneck=bottleneck)
 
-    def close(self) -> None:
-        """Free the weights and the preprocessing threads (a later call loads again)."""
+    def _network(self, batch: torch.Tensor) -> Any:
+        """What runs a pass: the frozen TorchScript copy on a CPU, else the eager network."""
+        if not self.jit:
+            return _Passes(self._model)
         with self._lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-            self._pool = None
-            self._model = None
+            if self._frozen is None:
+                self._frozen = _freeze(self._model, batch[:CPU_CHUNK]) or _Passes(self._model)
+            return self._frozen
+
+    def close(self) -> None:
+        """Free the weights and the threads (a later call loads again)."""
+        with self._lock:
+            for pool in (self._pool, self._streams):
+                if pool is not None:
+                    pool.shutdown(wait=True)
+            self._pool = self._streams = None
+            self._model = self._frozen = None
+
+
+class _Passes(torch.nn.Module):
+    """One full pass: (bottleneck, head features, ImageNet logits)."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        model = self.model
+        bottleneck, features = extract_features(model, batch)
+        logits = model._fc(model._dropout(model._avg_pooling(features).flatten(1)))
+        return bottleneck, features, logits
+
+
+def _run(net: Any, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    with torch.inference_mode():
+        return net(batch)  # type: ignore[no-any-return]
+
+
+def _freeze(model: Any, example: torch.Tensor) -> Any:
+    """A traced and frozen copy (batch norms folded into the convolutions), warmed up; None
+    if tracing fails (the eager network then runs). TorchScript is deprecated upstream in
+    favour of torch.compile, which needs a C++ compiler at run time; it is kept for as long as
+    the pinned torch has it."""
+    start = time.perf_counter()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the deprecation notice and tracer warnings
+            frozen = torch.jit.freeze(torch.jit.trace(_Passes(model).eval(), example,
+                                                      check_trace=False))
+            for _ in range(2):  # the profiling executor optimises on the second run
+                _run(frozen, example)
+    except (RuntimeError, AttributeError, TypeError) as exc:  # pragma: no cover - defensive
+        log.warning("could not freeze %s (%s): running it eagerly", MODEL_NAME, exc)
+        return None
+    log.info("%s frozen for the CPU in %.2f s", MODEL_NAME, time.perf_counter() - start)
+    return frozen
 
 
 def extract_features(model: Any, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,12 +267,13 @@ def extract_features(model: Any, batch: torch.Tensor) -> tuple[torch.Tensor, tor
     return x, model._swish(model._bn1(model._conv_head(x)))
 
 
-def shared_backbone(device: str = "auto", image_size: int = CROP_SIZE) -> EfficientNetBackbone:
-    """One backbone per device and input size per process, so every captioner and embedder
-    built on it shares the weights and, in the worker, one CNN pass per batch."""
-    return _backbone_on(str(resolve_device(device)), image_size)
+def shared_backbone(device: str = "auto", image_size: int = CROP_SIZE,
+                    streams: int | None = None) -> EfficientNetBackbone:
+    """One backbone per device, input size and stream count per process, so every captioner
+    and embedder built on it shares the weights and, in the worker, one CNN pass per batch."""
+    return _backbone_on(str(resolve_device(device)), image_size, streams)
 
 
 @lru_cache(maxsize=4)
-def _backbone_on(device: str, image_size: int) -> EfficientNetBackbone:
-    return EfficientNetBackbone(device=device, image_size=image_size)
+def _backbone_on(device: str, image_size: int, streams: int | None) -> EfficientNetBackbone:
+    return EfficientNetBackbone(device=device, image_size=image_size, streams=streams)

@@ -66,3 +66,29 @@ def test_imagenet_labels_are_1000_names_with_spaces() -> None:
     assert len(labels) == 1000
     assert labels[207] == "golden retriever"
     assert not any("_" in label for label in labels)
+
+
+def test_cpu_streams_and_the_frozen_copy_give_the_eager_pass(backbone: EfficientNetBackbone
+                                                              ) -> None:
+    """A batch split into chunks over parallel streams through the frozen TorchScript copy is
+    the same as one eager pass over the whole batch (order kept, batch norms folded)."""
+    streamed = EfficientNetBackbone(image_size=CROP_SIZE, streams=2, device="cpu")
+    eager = EfficientNetBackbone(image_size=CROP_SIZE, streams=1, jit=False, device="cpu")
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (200 + 10 * i, 260, 3), dtype=np.uint8))
+              for i in range(11)]  # 11: chunks of 4, 4 and 3
+    try:
+        fast, slow = streamed.forward(images), eager.forward(images)
+        assert streamed._frozen is not None and streamed.streams == 2
+        for name in ("features", "logits", "bottleneck"):
+            a, b = getattr(fast, name), getattr(slow, name)
+            assert a.shape == b.shape
+            assert torch.allclose(a, b, atol=2e-3, rtol=1e-3), name
+        # the network's weights changed (a fine-tuned checkpoint): the frozen copy follows
+        with torch.no_grad():
+            streamed.module._fc.bias.add_(1.0)
+        shifted = streamed.forward(images[:2]).logits
+        assert torch.allclose(shifted, slow.logits[:2] + 1.0, atol=2e-3, rtol=1e-3)
+    finally:
+        streamed.close()
+        eager.close()

@@ -119,3 +119,31 @@ def test_build_text_encoder_passes_the_precision(tiny_bert_dir: Path) -> None:
     settings = Settings(encoder_model_dir=tiny_bert_dir, device="cpu")
     assert build_text_encoder(settings).precision == "fp32"
     assert build_text_encoder(settings, precision="bf16").precision == "bf16"
+
+
+def test_streams_split_one_call_into_parallel_batches_in_order() -> None:
+    import threading
+
+    class Recording(TextEncoder):
+        def __init__(self) -> None:
+            super().__init__(name="recording", batch_size=64, streams=2)
+            self.batches: list[int] = []
+            self.threads: set[str] = set()
+
+        def _load(self) -> None:
+            self.dim = 2
+
+        def _encode(self, batch: list[str]) -> np.ndarray:
+            self.batches.append(len(batch))
+            self.threads.add(threading.current_thread().name)
+            return np.array([[len(t), 1.0] for t in batch], dtype=np.float32)
+
+    encoder = Recording()
+    texts = ["a" * (1 + (7 * i) % 23) for i in range(20)]
+    vectors = encoder.encode(texts)
+    assert sorted(encoder.batches) == [10, 10]  # two streams, at least 8 texts each
+    assert all(name.startswith("encode") for name in encoder.threads)
+    assert vectors[:, 0].tolist() == [len(t) for t in texts]
+    encoder.batches.clear()
+    encoder.encode(texts[:9])  # too few for two batches of 8: one batch
+    assert encoder.batches == [9]

@@ -134,3 +134,19 @@ def test_a_pixel_bomb_is_refused_from_its_header_without_decoding() -> None:
 def test_a_file_over_the_byte_cap_is_refused_before_parsing() -> None:
     with pytest.raises(PayloadTooLarge):
         check_image(b"\xff" * 2_000, max_bytes=1_000, max_pixels=10**9)
+
+
+def test_one_decode_checks_and_thumbnails_an_upload() -> None:
+    from shared.images import check_with_thumbnail
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 255, (900, 1200, 3),
+                                                              dtype=np.uint8))
+    data = encode(photo, "JPEG", quality=90)
+    checked, thumb = check_with_thumbnail(data, thumbnail_px=100, **CAPS)
+    assert (checked.format, checked.width, checked.height) == ("JPEG", 1200, 900)
+    assert max(Image.open(io.BytesIO(thumb)).size) == 100
+    # the reduced-scale decode still reads every byte: a truncated file is refused
+    with pytest.raises(InvalidImage, match="corrupt or truncated"):
+        check_with_thumbnail(data[: len(data) // 2], thumbnail_px=100, **CAPS)
+    with pytest.raises(PayloadTooLarge):
+        check_with_thumbnail(data, thumbnail_px=100, max_bytes=10_000_000, max_pixels=1000)

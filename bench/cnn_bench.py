@@ -1,0 +1,73 @@
+"""The caption worker's CNN pass on a CPU: how the batch is run decides its speed.
+
+Times EfficientNet-Lite0 (the shared backbone of every captioner) over already preprocessed
+random batches, three ways:
+
+- `one pass, T threads`: the whole micro-batch in one forward, torch using every core (the way
+  the worker ran before; large batches spill the activations out of the caches);
+- `streams, eager`: chunks of 4 images, each pass single-threaded, one stream per core;
+- `streams, frozen`: the same through the frozen TorchScript copy (batch norms folded), the
+  worker's default on a CPU.
+
+    python bench/cnn_bench.py [--size 256] [--batch 16] [--images 256] [--json]
+
+With --json the LAST line is one JSON object of images/s per way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from services.caption.captioners.backbone import EfficientNetBackbone  # noqa: E402
+from shared.devices import cpu_streams  # noqa: E402
+
+
+def images_per_s(backbone: EfficientNetBackbone, batch: int, images: int, size: int) -> float:
+    x = torch.randn(batch, 3, size, size).contiguous(memory_format=torch.channels_last)
+    for _ in range(2):  # warm-up (the frozen copy's executor optimises on its second run)
+        backbone.forward_tensor(x)
+    rounds = max(1, images // batch)
+    start = time.perf_counter()
+    for _ in range(rounds):
+        backbone.forward_tensor(x)
+    return rounds * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", type=int, default=256, help="input size in px (the default 256)")
+    p.add_argument("--batch", type=int, default=16, help="images per micro-batch")
+    p.add_argument("--images", type=int, default=256, help="images timed per way")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    cores = cpu_streams()
+    results = {}
+    ways = [
+        (f"one pass, {cores} threads", dict(streams=1, jit=False), cores),
+        ("streams, eager", dict(streams=cores, jit=False), 1),
+        ("streams, frozen", dict(streams=cores, jit=True), 1),
+    ]
+    print(f"# EfficientNet-Lite0 at {args.size} px, micro-batches of {args.batch}, "
+          f"{cores} cores", flush=True)
+    for name, kwargs, threads in ways:
+        backbone = EfficientNetBackbone(device="cpu", image_size=args.size, **kwargs)
+        backbone.load()
+        torch.set_num_threads(threads)  # after load(): streams set one thread per pass
+        results[name] = round(images_per_s(backbone, args.batch, args.images, args.size), 1)
+        backbone.close()
+        print(f"{name:24s} {results[name]:7.1f} images/s", flush=True)
+    if args.json:
+        print(json.dumps({"size": args.size, "batch": args.batch, "cores": cores,
+                          "img_per_s": results}))
+
+
+if __name__ == "__main__":
+    main()
