@@ -78,8 +78,10 @@ COPY shared ./shared
 COPY services ./services
 COPY capsearch ./capsearch
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && python -m zipfile -l /wheels/*.whl | grep -q "services/search/_scan" \
-    || { echo "the wheel lacks the compiled scan (services/search/_scan)" >&2; exit 1; }
+    && python -c "import glob, sys, zipfile; \
+names = zipfile.ZipFile(glob.glob('/wheels/*.whl')[0]).namelist(); \
+sys.exit(0 if any(n.startswith('services/search/_scan') for n in names) \
+else 'the wheel lacks the compiled scan (services/search/_scan)')"
 
 # ---------------------------------------------------------------------------------------------
 # the code goes in last, on the stage named by DEVICE (prod-cpu or prod-cuda);
