@@ -66,7 +66,8 @@ class IndexLoader:
 
 class VersionSync:
     """Every `index.reload_interval_s`: reload when another replica activated a new version,
-    and (with `index.auto_rebuild`) start a rebuild once one is due."""
+    else take in the vectors other replicas indexed (`IndexService.follow`), and (with
+    `index.auto_rebuild`) start a rebuild once one is due."""
 
     def __init__(self, service: IndexService, interval_s: float) -> None:
         self._service = service
@@ -86,7 +87,8 @@ class VersionSync:
             if not self._service.loaded:
                 continue
             try:
-                self._service.sync_version()
+                if not self._service.sync_version():
+                    self._service.follow()  # what other replicas of this shard indexed
                 self._service.maybe_auto_rebuild()
             except Exception as exc:  # the database may be briefly away: try next time
                 log.warning("index version sync failed: %s", exc)

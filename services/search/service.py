@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import numpy as np
@@ -41,6 +41,7 @@ from shared.schemas import (
     SearchHit,
     SearchResponse,
 )
+from shared.vectors import from_bytes
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ EMBEDDING_KIND = "caption"
 MIN_IVF_VECTORS = 16
 # an automatic rebuild is not retried sooner than this many poll intervals after the last
 AUTO_REBUILD_BACKOFF_POLLS = 12
+# `follow` re-reads this far behind the newest write it saw: a transaction that stamped its
+# rows earlier but committed later is still picked up
+FOLLOW_SLACK = timedelta(seconds=10)
+# vectors `follow` reads per poll at most
+FOLLOW_BATCH = 10_000
 
 
 class IndexNotReady(DependencyUnavailable):
@@ -97,6 +103,10 @@ class IndexService:
         self._status = RebuildStatus(state="idle")
         self._counts: tuple[float, datetime | None, tuple[int, int]] | None = None
         self._last_auto = -float("inf")
+        # the newest vector write this replica has (from its load, or followed since), and
+        # where the next `follow` reads from
+        self._follow_mark: datetime | None = None
+        self._follow_from: datetime | None = None
 
     @property
     def loaded(self) -> bool:
@@ -163,6 +173,54 @@ class IndexService:
             return False
         return True
 
+    def follow(self) -> int:
+        """Take in the vectors other replicas indexed since this one last looked; how many.
+
+        Replicas of one shard behind one Service each receive a share of the adds; the
+        database has them all (`embeddings`). Every poll reads the vectors written after the
+        newest one this replica has (less `FOLLOW_SLACK`, so late commits are not lost) and adds
+        those that are newer, or absent here: a vector it already has is not added again.
+        Removals need no following: the gateway drops hits whose image is gone, and the next
+        load or rebuild forgets them.
+        """
+        serving = self._serving
+        if serving is None or self.rebuilding:
+            return 0
+        rows = self.store.written_since(self._follow_from, FOLLOW_BATCH)
+        if not rows:
+            return 0
+        with self._write_lock:
+            if self._serving is not serving or self._journal is not None:
+                return 0  # swapped or rebuilding meanwhile: the next poll starts afresh
+            index, mark = serving.index, self._follow_mark
+            dim = index.dim if index is not None else rows[-1][1]
+            rows = [r for r in rows if r[1] == dim]
+            fresh = [r for r in rows if mark is None or r[3] > mark]
+            fresh_ids = {r[0] for r in fresh}
+            older = [r for r in rows if r[0] not in fresh_ids]
+            if older and index is not None:  # late commits: only those not here yet
+                present = index.lists_of(np.array([r[0] for r in older], dtype=np.int64))
+                older = [r for r, where in zip(older, present.tolist(), strict=True)
+                         if where < 0]
+            todo = list({r[0]: r for r in older + fresh}.values())  # the latest row per id
+            if todo:
+                ids = np.array([r[0] for r in todo], dtype=np.int64)
+                mat = unit_rows(np.stack([from_bytes(r[2], dim) for r in todo]), dim)
+                if index is None:
+                    index = ExactIndex(dim)
+                    self._serving = serving = _Serving(index, serving.version_id)
+                if serving.version_id is not None and not index.exact:
+                    lists = index.assign(mat)
+                    _add_owned(index, ids, mat, lists, self._owned(lists))
+                else:
+                    _add_owned(index, ids, mat, None, self._owned(ids))
+            newest = rows[-1][3] if rows else None
+            if newest is not None and (mark is None or newest > mark):
+                self._follow_mark = mark = newest
+            if mark is not None:  # a full batch: go on from its end, or the slack could loop
+                self._follow_from = mark if len(rows) >= FOLLOW_BATCH else mark - FOLLOW_SLACK
+            return len(todo)
+
     def maybe_auto_rebuild(self) -> bool:
         """With `index.auto_rebuild`, shard 0 starts a rebuild once one is due."""
         cfg = self.settings.index
@@ -189,10 +247,14 @@ class IndexService:
             try:
                 started = time.perf_counter()
                 as_of = datetime.now(UTC)  # vectors written after this count as drift
+                mark = self.store.newest_write()  # before the read: `follow` takes it from here
                 stored = self.store.load_vectors()
                 candidate = self._fit(stored, as_of) if fit else self._restore(stored)
                 del stored
                 serving = self._swap_in(candidate)
+                with self._write_lock:
+                    self._follow_mark = mark
+                    self._follow_from = None if mark is None else mark - FOLLOW_SLACK
                 log.info("index %s: %d vectors (shard %d/%d), version %s, %d clusters, %s, "
                          "in %.2f s", "rebuilt" if fit else "loaded", _size(serving),
                          self.shard_id, self.n_shards, serving.version_id,

@@ -130,6 +130,26 @@ class IndexStore:
                                        .where(*of_model, Embedding.created_at > since)) or 0)
         return total, newer
 
+    def newest_write(self) -> datetime | None:
+        """When the newest vector of this kind and model was written (None: there are none)."""
+        with self._sessions() as session:
+            return session.scalar(select(func.max(Embedding.created_at)).where(
+                Embedding.kind == self.kind, Embedding.model == self.model))
+
+    def written_since(self, since: datetime | None, limit: int = _CHUNK
+                      ) -> list[tuple[int, int, bytes, datetime]]:
+        """(image id, dim, vector bytes, written at) of the vectors written after `since`,
+        oldest first, at most `limit` (an index range scan)."""
+        query = select(Embedding.image_id, Embedding.dim, Embedding.vector,
+                       Embedding.created_at).where(Embedding.kind == self.kind,
+                                                   Embedding.model == self.model)
+        if since is not None:
+            query = query.where(Embedding.created_at > since)
+        with self._sessions() as session:
+            rows = session.execute(query.order_by(Embedding.created_at, Embedding.image_id)
+                                   .limit(limit)).all()
+        return [(int(r[0]), int(r[1]), r[2], r[3]) for r in rows]
+
     def active_version_id(self) -> int | None:
         """The id of the active ready version (a cheap poll for replicas)."""
         with self._sessions() as session:

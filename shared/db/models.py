@@ -80,6 +80,8 @@ class Embedding(Base):
     """A per-image representation keyed by (image, kind, model); `vector` is float32 bytes."""
 
     __tablename__ = "embeddings"
+    # search replicas follow the vectors written since they last looked (IndexService.follow)
+    __table_args__ = (Index("ix_embeddings_kind_model_created", "kind", "model", "created_at"),)
 
     image_id: Mapped[int] = mapped_column(
         ForeignKey("images.id", ondelete="CASCADE"), primary_key=True

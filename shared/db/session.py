@@ -42,4 +42,7 @@ def create_schema(engine: Engine) -> None:
             # concurrent CREATE TABLEs from several starting services would race on pg_type
             conn.execute(text("SELECT pg_advisory_xact_lock(7243001)"))
         Base.metadata.create_all(conn, checkfirst=True)
+        for table in Base.metadata.sorted_tables:  # indexes added to tables that existed
+            for index in table.indexes:
+                index.create(conn, checkfirst=True)
         ensure_fulltext(conn)  # caption text searchable as text (hybrid ranking)

@@ -64,3 +64,61 @@ def test_copy_load_rebuild_and_a_replica_agree(engine: Engine, tmp_path) -> None
         assert replica.search(x[i - 1], 1).hits[0].image_id == i
         assert [h.image_id for h in replica.search(x[i - 1], 10).hits] == \
             [h.image_id for h in primary.search(x[i - 1], 10).hits]
+
+
+def test_a_replica_serves_what_another_replica_of_its_shard_was_sent(engine: Engine,  # type: ignore[no-untyped-def]
+                                                                     tmp_path) -> None:
+    """Two search services on one Postgres, over HTTP: an add reaches only one of them (as
+    behind a Kubernetes Service); the other follows the database within its poll interval."""
+    import time
+
+    import httpx
+
+    from capsearch.server import BackgroundServer
+    from services.search.app import create_app
+
+    settings = Settings(data_dir=tmp_path, database_url=str(engine.url.render_as_string(False)),
+                        index=IndexSettings(exact_below=100, pca_components=8, n_clusters=8,
+                                            reload_interval_s=0.2))
+    sessions = make_session_factory(engine)
+    x = clustered(400, DIM, centers=10)
+    _fill(sessions, x, settings.embedding_model)
+    with BackgroundServer(create_app(settings)) as a, BackgroundServer(create_app(settings)) as b, \
+            httpx.Client(timeout=30) as http:
+        for server in (a, b):
+            deadline = time.monotonic() + 30
+            while http.get(f"{server.url}/readyz").status_code != 200:
+                assert time.monotonic() < deadline, "a replica did not load"
+                time.sleep(0.1)
+        built = http.post(f"{a.url}/v1/index/rebuild", params={"wait": "true"})
+        assert built.status_code == 200 and built.json()["exact"] is False
+        version = built.json()["index_version"]
+        # b reloads a's version before the adds exist: it cannot take them in by a reload
+        deadline = time.monotonic() + 15
+        while http.get(f"{b.url}/v1/index/stats").json()["index_version"] != version:
+            assert time.monotonic() < deadline, "b never took in the new version"
+            time.sleep(0.1)
+        new = clustered(3, DIM, centers=10, seed=5)
+        with sessions.begin() as session:  # what the caption worker stores, then adds
+            session.execute(insert(ImageRecord.__table__), [
+                {"id": 9000 + j, "sha256": f"{9000 + j:064x}", "filename": "n.jpg",
+                 "source": "it", "format": "jpeg", "width": 8, "height": 8, "size_bytes": 1,
+                 "status": "captioned", "attempts": 0} for j in range(3)])
+            session.execute(insert(Embedding.__table__), [
+                {"image_id": 9000 + j, "kind": EMBEDDING_KIND, "model": settings.embedding_model,
+                 "dim": DIM, "vector": to_bytes(v)} for j, v in enumerate(new)])
+        added = http.post(f"{a.url}/v1/index/add", json={"items": [
+            {"image_id": 9000 + j, "vector": v.tolist()} for j, v in enumerate(new)]})
+        assert added.status_code == 200, added.text
+
+        def top(server: BackgroundServer, v: np.ndarray) -> int:
+            hits = http.post(f"{server.url}/v1/search", json={"vector": v.tolist(), "k": 1})
+            assert hits.status_code == 200, hits.text
+            return int(hits.json()["hits"][0]["image_id"])
+
+        assert [top(a, v) for v in new] == [9000, 9001, 9002]
+        deadline = time.monotonic() + 15  # b follows the adds a was sent
+        while [top(b, v) for v in new] != [9000, 9001, 9002]:
+            assert time.monotonic() < deadline, "the other replica never served the adds"
+            time.sleep(0.2)
+        assert http.get(f"{b.url}/v1/index/stats").json()["index_version"] == version

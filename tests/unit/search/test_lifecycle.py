@@ -150,3 +150,67 @@ def test_an_exact_collection_reports_a_rebuild_due_once_it_outgrows_exact(
     store_vectors(clustered(20, DIM, seed=5), first_id=41)
     service.load()
     assert service.stats().rebuild_due is True
+
+
+def test_replicas_of_a_shard_follow_the_adds_the_other_one_received(
+        store_vectors: StoreVectors, service: IndexService, settings: Settings,
+        sessions: sessionmaker[Session]) -> None:
+    from sqlalchemy import update
+
+    from shared.db import Embedding
+    from shared.vectors import to_bytes
+
+    x = clustered(300, DIM)
+    store_vectors(x)
+    service.rebuild()
+    replica = IndexService(settings, sessions)
+    replica.load()
+    assert replica.follow() == 0  # what it loaded is not taken in again
+    new = clustered(20, DIM, seed=7)
+    ids = store_vectors(new, first_id=1001)  # the worker stores, then one replica is told
+    service.add(ids, new)
+    assert replica.search(new[3], 1).hits[0].image_id != ids[3]
+    assert replica.follow() == 20
+    for j in (0, 3, 19):
+        assert replica.search(new[j], 1).hits[0].image_id == ids[j]
+    assert replica.follow() == 0  # nothing new: nothing added twice
+    # a photo captioned again (its vector rewritten) is followed too
+    moved = clustered(1, DIM, seed=99)[0]
+    with sessions.begin() as session:
+        session.execute(update(Embedding).where(Embedding.image_id == ids[5]).values(
+            vector=to_bytes(moved), created_at=service_module.datetime.now(service_module.UTC)))
+    assert replica.follow() == 1
+    assert replica.search(moved, 1).hits[0].image_id == ids[5]
+    assert replica.stats().size == service.stats().size == 320
+
+
+def test_a_sharded_replica_follows_only_what_its_shard_owns(
+        store_vectors: StoreVectors, service: IndexService, settings: Settings,
+        sessions: sessionmaker[Session]) -> None:
+    store_vectors(clustered(300, DIM))
+    service.rebuild()
+    shards = []
+    for shard_id in (0, 1):
+        shard_settings = settings.model_copy(update={"index": settings.index.model_copy(
+            update={"n_shards": 2, "shard_id": shard_id})})
+        shard = IndexService(shard_settings, sessions)
+        shard.load()
+        shards.append(shard)
+    before = [s.stats().size for s in shards]
+    new = clustered(40, DIM, seed=3)
+    service.add(store_vectors(new, first_id=2001), new)
+    for shard in shards:
+        shard.follow()
+    after = [s.stats().size for s in shards]
+    assert sum(after) - sum(before) == 40  # every new vector on exactly one shard
+    assert all(a > b for a, b in zip(after, before, strict=True))
+
+
+def test_an_empty_replica_follows_into_an_exact_index(
+        store_vectors: StoreVectors, settings: Settings, sessions: sessionmaker[Session]) -> None:
+    replica = IndexService(settings, sessions)
+    replica.load()  # nothing stored yet
+    x = clustered(5, DIM)
+    ids = store_vectors(x)
+    assert replica.follow() == 5
+    assert replica.search(x[2], 1).hits[0].image_id == ids[2]
