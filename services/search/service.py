@@ -217,8 +217,8 @@ class IndexService:
             newest = rows[-1][3] if rows else None
             if newest is not None and (mark is None or newest > mark):
                 self._follow_mark = mark = newest
-            if mark is not None:  # a full batch: go on from its end, or the slack could loop
-                self._follow_from = mark if len(rows) >= FOLLOW_BATCH else mark - FOLLOW_SLACK
+            if mark is not None:
+                self._follow_from = _follow_from(mark, full=len(rows) >= FOLLOW_BATCH)
             return len(todo)
 
     def maybe_auto_rebuild(self) -> bool:
@@ -254,7 +254,7 @@ class IndexService:
                 serving = self._swap_in(candidate)
                 with self._write_lock:
                     self._follow_mark = mark
-                    self._follow_from = None if mark is None else mark - FOLLOW_SLACK
+                    self._follow_from = None if mark is None else _follow_from(mark)
                 log.info("index %s: %d vectors (shard %d/%d), version %s, %d clusters, %s, "
                          "in %.2f s", "rebuilt" if fit else "loaded", _size(serving),
                          self.shard_id, self.n_shards, serving.version_id,
@@ -475,6 +475,18 @@ class IndexService:
     def _dim(self) -> int | None:
         serving = self._serving
         return serving.index.dim if serving is not None and serving.index is not None else None
+
+
+def _follow_from(mark: datetime, *, full: bool = False) -> datetime:
+    """Where the next `follow` reads from: `FOLLOW_SLACK` behind the newest write seen, but no
+    further back than `FOLLOW_SLACK` before now (older rows have long committed: an idle
+    collection is not re-read every poll); after a full batch, its end (or it could loop)."""
+    if full:
+        return mark
+    now = datetime.now(UTC)
+    if mark.tzinfo is None:  # SQLite hands datetimes back naive (UTC)
+        now = now.replace(tzinfo=None)
+    return max(mark - FOLLOW_SLACK, min(mark, now - FOLLOW_SLACK))
 
 
 def _trim_heap() -> None:

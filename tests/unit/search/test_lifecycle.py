@@ -214,3 +214,39 @@ def test_an_empty_replica_follows_into_an_exact_index(
     ids = store_vectors(x)
     assert replica.follow() == 5
     assert replica.search(x[2], 1).hits[0].image_id == ids[2]
+
+
+def test_following_an_idle_collection_reads_nothing_and_late_commits_are_kept(
+        settings: Settings, sessions: sessionmaker[Session]) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import insert
+
+    from shared.db import Embedding, ImageRecord
+    from shared.vectors import to_bytes
+
+    now = service_module.datetime.now(service_module.UTC)
+    x = clustered(4, DIM)
+
+    def put(image_id: int, vector: np.ndarray, written: object) -> None:
+        with sessions.begin() as session:
+            session.execute(insert(ImageRecord.__table__), [{
+                "id": image_id, "sha256": f"{image_id:064x}", "filename": "x.jpg",
+                "source": "t", "format": "jpeg", "width": 8, "height": 8, "size_bytes": 1,
+                "status": "indexed", "attempts": 0}])
+            session.execute(insert(Embedding.__table__), [{
+                "image_id": image_id, "kind": "caption", "model": settings.embedding_model,
+                "dim": DIM, "vector": to_bytes(vector), "created_at": written}])
+
+    put(1, x[0], now - timedelta(hours=1))
+    put(2, x[1], now - timedelta(minutes=30))
+    replica = IndexService(settings, sessions)
+    replica.load()
+    # written long ago: the poll's range starts after them, nothing is read again
+    assert replica.store.written_since(replica._follow_from) == []
+    put(3, x[2], now)
+    assert replica.follow() == 1
+    put(4, x[3], now - timedelta(seconds=2))  # stamped before the newest seen, committed after
+    assert replica.follow() == 1
+    assert {replica.search(x[j], 1).hits[0].image_id for j in (2, 3)} == {3, 4}
+    assert replica.follow() == 0
