@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -42,6 +43,10 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 MAX_ERRORS_KEPT = 20
 BATCH_FILES = 16
+# a running job touches its row at least this often (also while it lists a large folder) ...
+HEARTBEAT_S = 30.0
+# ... so one untouched for this long lost its gateway (killed, not stopped): the sweeper fails it
+STALE_AFTER_S = 300.0
 
 
 def import_public(job: ImportJob) -> ImportPublic:
@@ -282,7 +287,46 @@ async def _ingest_batch(batch: list[SourceFile], context: GatewayContext,
 
 
 async def run_import(job_id: int, source: ImportSource, context: GatewayContext) -> None:
-    """List the files, then check, store and enqueue them a batch at a time."""
+    """List the files, then check, store and enqueue them a batch at a time; the row's
+    `updated_at` beats every `HEARTBEAT_S` meanwhile (see `fail_stale_imports`)."""
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(_heartbeat, context.session_factory, job_id)
+        try:
+            await _run_import(job_id, source, context)
+        finally:
+            tasks.cancel_scope.cancel()
+
+
+async def _heartbeat(factory: sessionmaker[Session], job_id: int) -> None:
+    while True:
+        await anyio.sleep(HEARTBEAT_S)
+        try:
+            await anyio.to_thread.run_sync(partial(_update, factory, job_id,
+                                                   updated_at=utcnow()))
+        except Exception as exc:  # the database is briefly away: the next beat tries again
+            log.warning("import %d heartbeat failed: %s", job_id, exc)
+
+
+def fail_stale_imports(factory: sessionmaker[Session], older_than_s: float = STALE_AFTER_S
+                       ) -> list[int]:
+    """Jobs queued or running whose row nobody touched for `older_than_s`: their gateway died
+    (a stopped gateway fails its jobs itself). They are marked failed with a reason; importing
+    the same folder again skips what was already imported (as duplicates)."""
+    cutoff = utcnow() - timedelta(seconds=older_than_s)
+    with factory.begin() as session:
+        ids = list(session.scalars(
+            update(ImportJob)
+            .where(ImportJob.status.in_([ImportStatus.queued.value, ImportStatus.running.value]),
+                   ImportJob.updated_at < cutoff)
+            .values(status=ImportStatus.failed.value, finished_at=utcnow(),
+                    error=f"interrupted: no progress for {older_than_s:.0f} s (the gateway "
+                          "running it stopped); start the import again, files already "
+                          "imported count as duplicates")
+            .returning(ImportJob.id)))
+    return [int(i) for i in ids]
+
+
+async def _run_import(job_id: int, source: ImportSource, context: GatewayContext) -> None:
     factory = context.session_factory
     progress = Progress()
     try:

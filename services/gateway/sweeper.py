@@ -1,4 +1,5 @@
-"""Background work of the gateway's lifespan: warm up the schema, re-queue lost caption work.
+"""Background work of the gateway's lifespan: warm up the schema, re-queue lost caption work,
+fail the imports whose gateway died (`imports.fail_stale_imports`).
 
 A caption task can vanish without failing: its worker was SIGKILLed (Redis redelivers an
 unacknowledged task only after the visibility timeout, an hour) or Redis restarted without
@@ -14,6 +15,7 @@ from functools import partial
 import anyio
 
 from services.gateway.deps import GatewayContext
+from services.gateway.imports import STALE_AFTER_S, fail_stale_imports
 from shared.consistency import requeue_stuck
 from shared.errors import CapsearchError
 
@@ -53,3 +55,11 @@ async def sweep_forever(context: GatewayContext) -> None:
         if ids:
             log.info("re-queued %d images whose caption task was lost, e.g. %s", len(ids),
                      ids[:10])
+        try:
+            stale = await anyio.to_thread.run_sync(fail_stale_imports, context.session_factory)
+        except Exception as exc:
+            log.warning("failing stale imports failed: %s", type(exc).__name__)
+            continue
+        if stale:
+            log.warning("imports %s made no progress for %.0f s (their gateway died): failed",
+                        stale, STALE_AFTER_S)

@@ -102,3 +102,47 @@ def test_bucket_prefix_needs_the_s3_backend(importer: Gateway) -> None:
 
 def test_unknown_import_is_404(importer: Gateway) -> None:
     assert_error(importer.client.get("/v1/imports/999"), 404, "not_found")
+
+
+def test_an_import_whose_gateway_died_is_failed_by_the_sweep(importer: Gateway) -> None:
+    """A killed gateway cannot mark its job; a job nobody touched for long is failed (with a
+    reason) instead of showing `running` forever; live and finished jobs are left alone."""
+    from datetime import timedelta
+
+    from services.gateway.imports import fail_stale_imports
+    from shared.db import ImportJob
+    from shared.db.models import utcnow
+
+    old = utcnow() - timedelta(minutes=20)
+    with importer.session_factory.begin() as session:
+        jobs = [ImportJob(kind="folder", location="/x", status=status, errors="",
+                          updated_at=when)
+                for status, when in (("running", old), ("queued", old), ("running", utcnow()),
+                                     ("done", old))]
+        session.add_all(jobs)
+        session.flush()
+        ids = [job.id for job in jobs]
+    assert sorted(fail_stale_imports(importer.session_factory)) == ids[:2]
+    states = [importer.client.get(f"/v1/imports/{i}").json() for i in ids]
+    assert [s["status"] for s in states] == ["failed", "failed", "running", "done"]
+    assert "interrupted" in states[0]["error"] and states[0]["finished_at"] is not None
+    assert fail_stale_imports(importer.session_factory) == []
+
+
+def test_a_slow_import_keeps_its_row_alive_while_it_lists(importer: Gateway, photo_root: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import services.gateway.imports as imports_module
+    from services.gateway.imports import fail_stale_imports
+
+    monkeypatch.setattr(imports_module, "HEARTBEAT_S", 0.05)
+    listing = imports_module.FolderSource.files
+
+    def slow_files(self):  # type: ignore[no-untyped-def]
+        time.sleep(1.0)  # a huge folder
+        return listing(self)
+
+    monkeypatch.setattr(imports_module.FolderSource, "files", slow_files)
+    job = importer.client.post("/v1/imports", json={"folder": str(photo_root / "2024")}).json()
+    time.sleep(0.6)
+    assert fail_stale_imports(importer.session_factory, older_than_s=0.3) == []  # it beats
+    assert wait_done(importer, job["id"])["status"] == "done"
