@@ -178,8 +178,9 @@ class IndexService:
 
         Replicas of one shard behind one Service each receive a share of the adds; the
         database has them all (`embeddings`). Every poll reads the vectors written after the
-        newest one this replica has (less `FOLLOW_SLACK`, so late commits are not lost) and adds
-        those that are newer, or absent here: a vector it already has is not added again.
+        newest one this replica has (less `FOLLOW_SLACK`, so late commits are not lost): newer
+        ones are added (a re-captioned photo's vector replaces its old one; this replica's own
+        adds come back once, harmlessly), older ones only if absent here.
         Removals need no following: the gateway drops hits whose image is gone, and the next
         load or rebuild forgets them.
         """
@@ -194,10 +195,10 @@ class IndexService:
                 return 0  # swapped or rebuilding meanwhile: the next poll starts afresh
             index, mark = serving.index, self._follow_mark
             dim = index.dim if index is not None else rows[-1][1]
-            rows = [r for r in rows if r[1] == dim]
-            fresh = [r for r in rows if mark is None or r[3] > mark]
+            usable = [r for r in rows if r[1] == dim]  # (the load warned about other dims)
+            fresh = [r for r in usable if mark is None or r[3] > mark]
             fresh_ids = {r[0] for r in fresh}
-            older = [r for r in rows if r[0] not in fresh_ids]
+            older = [r for r in usable if r[0] not in fresh_ids]
             if older and index is not None:  # late commits: only those not here yet
                 present = index.lists_of(np.array([r[0] for r in older], dtype=np.int64))
                 older = [r for r, where in zip(older, present.tolist(), strict=True)
@@ -214,8 +215,8 @@ class IndexService:
                     _add_owned(index, ids, mat, lists, self._owned(lists))
                 else:
                     _add_owned(index, ids, mat, None, self._owned(ids))
-            newest = rows[-1][3] if rows else None
-            if newest is not None and (mark is None or newest > mark):
+            newest = rows[-1][3]
+            if mark is None or newest > mark:
                 self._follow_mark = mark = newest
             if mark is not None:
                 self._follow_from = _follow_from(mark, full=len(rows) >= FOLLOW_BATCH)

@@ -120,7 +120,7 @@ class EfficientNetBackbone:
         self.streams = cpu_streams(streams) if self.device.type == "cpu" else 1
         self.jit = jit and self.device.type == "cpu"
         self._model: Any = None
-        self._frozen: Any = None  # the TorchScript copy, built at the first CPU pass
+        self._frozen: Any = None  # the TorchScript copy (CPU), built at load
         self._pool: ThreadPoolExecutor | None = None
         self._streams: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
