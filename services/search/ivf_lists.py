@@ -43,8 +43,8 @@ class IVFSnapshot:
     lists: tuple[ListView, ...]
     arena: NDArray[np.floating]
     ids: IdArray  # the image id of each arena row
-    # (n_lists, 2) int64: each list's contiguous arena rows lo, hi, or -1, -1 while it has
-    # none (the compiled scan's view of `lists`)
+    # (n_lists, 2) int64: each list's contiguous arena rows lo, hi, or -1, -1 while they are
+    # not contiguous (the compiled scan's view of `lists`)
     bounds: IdArray
 
 
