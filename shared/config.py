@@ -139,7 +139,8 @@ class Settings(BaseSettings):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     torch_threads: int | None = None
     # on a CPU the caption worker runs its model passes single-threaded, this many in parallel
-    # (None = one per core it may use): ~3x the throughput of one multi-threaded pass
+    # (None = one per core it may use, a container's CPU quota included): ~2.5x the throughput
+    # of one multi-threaded pass (bench/cnn_bench.py)
     cpu_streams: int | None = Field(None, ge=1)
     # what the search index ranks by (docs/quality.md): the caption's text vector, the
     # projection head's image vector, or their weighted sum; also the `embeddings.kind` indexed

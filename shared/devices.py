@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+from pathlib import Path
 
 import torch
 
@@ -25,10 +27,31 @@ def set_torch_threads(threads: int | None) -> None:
 
 def cpu_streams(streams: int | None = None) -> int:
     """How many single-threaded model passes run in parallel on a CPU: `streams` when set,
-    else one per core this process may use."""
+    else one per core this process may use: its CPU affinity, capped by a cgroup CPU quota (a
+    container limited to 4 CPUs on a 64-core node sees 64 cores but may use 4)."""
     if streams is not None and streams > 0:
         return streams
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(cores, math.ceil(quota)) if quota is not None else cores)
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """CPUs this process's cgroup may use (quota / period), None when unlimited or unknown;
+    cgroup v2 (`cpu.max`) or v1 (`cpu/cpu.cfs_quota_us`)."""
+    try:
+        v2 = root / "cpu.max"
+        if v2.is_file():
+            quota, _, period = v2.read_text().strip().partition(" ")
+            return None if quota == "max" else int(quota) / int(period or 100_000)
+        v1 = root / "cpu" / "cpu.cfs_quota_us"
+        if v1.is_file():
+            quota_us = int(v1.read_text().strip())
+            period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text().strip())
+            return None if quota_us <= 0 else quota_us / period_us
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+    return None
