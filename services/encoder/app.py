@@ -15,7 +15,7 @@ from services.encoder.batching import MicroBatcher
 from services.encoder.encoder import PRECISIONS, Precision, TextEncoder, build_text_encoder
 from services.encoder.routes import router
 from shared.config import Settings, get_settings
-from shared.devices import set_torch_threads
+from shared.devices import cpu_streams, set_torch_threads
 from shared.metrics import install_metrics
 from shared.web import install_error_handlers, install_request_context, install_service_token
 
@@ -27,12 +27,13 @@ PRECISION_ENV = "CAPSEARCH_ENCODER_PRECISION"
 
 def service_threads(settings: Settings) -> int:
     """Intra-op threads of the service's one inference thread: `torch_threads` when set, else
-    half the cores. The gateway, the search service and Postgres share the host; with every
-    core (torch's default) one busy core makes OpenMP spin-wait: measured on 2 shared cores,
-    63 ms of CPU per query with 2 threads against 11 ms with 1."""
+    half the cores it may use (a container's CPU quota included, not the node's cores). The
+    gateway, the search service and Postgres share the host; with every core (torch's default)
+    one busy core makes OpenMP spin-wait: measured on 2 shared cores, 63 ms of CPU per query
+    with 2 threads against 11 ms with 1."""
     if settings.torch_threads:
         return settings.torch_threads
-    return max(1, (os.cpu_count() or 1) // 2)
+    return max(1, cpu_streams() // 2)
 
 
 def service_precision() -> Precision:

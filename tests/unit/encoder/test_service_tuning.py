@@ -8,13 +8,19 @@ from services.encoder.app import PRECISION_ENV, service_precision, service_threa
 from shared.config import Settings
 
 
-def test_threads_follow_the_setting_else_half_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_threads_follow_the_setting_else_half_the_usable_cores(monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    import shared.devices as devices
+
     assert service_threads(Settings(torch_threads=3)) == 3
-    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr(devices, "cgroup_cpu_quota", lambda: None)
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda _pid: {0, 1})
     assert service_threads(Settings()) == 1  # leaves a core to the gateway and search
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda _pid: set(range(16)))
     assert service_threads(Settings()) == 8
-    monkeypatch.setattr("os.cpu_count", lambda: None)
+    # a pod limited to 2 CPUs on a 64-core node: 1 thread, not 32
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda _pid: set(range(64)))
+    monkeypatch.setattr(devices, "cgroup_cpu_quota", lambda: 2.0)
     assert service_threads(Settings()) == 1
 
 
