@@ -1,16 +1,24 @@
-"""Choosing the torch device and thread count once per process, the same way in every service."""
+"""Choosing the torch device and thread count once per process, the same way in every service.
+
+torch is imported inside the functions that need it: the search service and the gateway use
+`cpu_streams` and must not pay torch's import time and memory.
+"""
 
 from __future__ import annotations
 
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
     """`auto` = the first CUDA device when there is one, else the CPU; anything else as given."""
+    import torch
+
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)
@@ -21,6 +29,8 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 def set_torch_threads(threads: int | None) -> None:
     """Cap torch's intra-op threads (None keeps torch's default: one per core)."""
+    import torch
+
     if threads is not None and threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
 

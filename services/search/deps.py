@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, ParamSpec, TypeVar
@@ -13,6 +12,7 @@ from typing import Annotated, ParamSpec, TypeVar
 from fastapi import Depends, Request
 
 from services.search.service import IndexService
+from shared.devices import cpu_streams
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -22,7 +22,8 @@ class BlockingWork:
     """A bounded thread pool: matmuls, database calls and rebuilds never run on the event loop."""
 
     def __init__(self, max_workers: int | None = None) -> None:
-        workers = max_workers or min(8, (os.cpu_count() or 1) + 2)
+        # the cores this container may use, + 2 for database waits
+        workers = max_workers or min(8, cpu_streams() + 2)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="search")
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
