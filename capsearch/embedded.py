@@ -95,10 +95,9 @@ def build_embedded(settings: Settings) -> EmbeddedStack:
 
 def embedded_streams(settings: Settings) -> int:
     """Parallel single-threaded passes for the in-process models: one per core on a CPU."""
-    from shared.devices import cpu_streams, resolve_device
+    from shared.devices import model_streams, resolve_device
 
-    return cpu_streams(settings.cpu_streams) if resolve_device(settings.device).type == "cpu" \
-        else 1
+    return model_streams(resolve_device(settings.device), settings.cpu_streams)
 
 
 @contextmanager

@@ -49,6 +49,12 @@ def cpu_streams(streams: int | None = None) -> int:
     return max(1, min(cores, math.ceil(quota)) if quota is not None else cores)
 
 
+def model_streams(device: torch.device, streams: int | None = None) -> int:
+    """Parallel single-threaded model passes for a device: `cpu_streams` on a CPU, one pass on
+    a GPU."""
+    return cpu_streams(streams) if device.type == "cpu" else 1
+
+
 def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
     """CPUs this process's cgroup may use (quota / period), None when unlimited or unknown;
     cgroup v2 (`cpu.max`) or v1 (`cpu/cpu.cfs_quota_us`)."""

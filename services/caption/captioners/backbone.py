@@ -34,7 +34,7 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
-from shared.devices import cpu_streams, resolve_device, set_torch_threads
+from shared.devices import model_streams, resolve_device, set_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +118,10 @@ class EfficientNetBackbone:
                                          else image_size)
         self._preprocess_workers = max(1, preprocess_workers)
         # CPU: parallel single-threaded passes (None = one per available core); GPU: one pass
-        self.streams = cpu_streams(streams) if self.device.type == "cpu" else 1
+        self.streams = model_streams(self.device, streams)
         self.jit = jit and self.device.type == "cpu"
         self._model: Any = None
-        self._frozen: Any = None  # the TorchScript copy (CPU), built at load
+        self._net: Any = None  # what runs a pass: the frozen copy (CPU) or the eager network
         self._pool: ThreadPoolExecutor | None = None
         self._streams: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -135,7 +135,7 @@ class EfficientNetBackbone:
         """The loaded network (after `load()`), for fine-tuning or loading other weights (the
         frozen copy is rebuilt from it at the next pass)."""
         self.load()
-        self._frozen = None
+        self._net = None
         return self._model
 
     def load(self) -> None:
@@ -163,10 +163,7 @@ class EfficientNetBackbone:
             self._pool = ThreadPoolExecutor(self._preprocess_workers,
                                             thread_name_prefix="preprocess")
             self._model = model
-            if self.jit:  # at start-up, not in the first batch's time
-                example = torch.zeros(CPU_CHUNK, 3, self.image_size, self.image_size)
-                self._frozen = _freeze(model, example.contiguous(
-                    memory_format=torch.channels_last))
+            self._net = self._build_net()  # at start-up, not in the first batch's time
         log.info("%s loaded on %s in %.2f s", MODEL_NAME, self.device,
                  time.perf_counter() - start)
 
@@ -193,7 +190,7 @@ class EfficientNetBackbone:
         """The CNN over an already preprocessed batch: on a CPU in chunks of `CPU_CHUNK`
         images, `streams` of them at a time; on a GPU in one pass."""
         self.load()
-        net = self._network(batch)
+        net = self._network()
         if self.device.type == "cuda":  # fp16 tensor cores; the outputs back in fp32
             with torch.autocast("cuda", dtype=torch.float16):
                 bottleneck, features, logits = _run(net, batch)
@@ -206,14 +203,22 @@ class EfficientNetBackbone:
             bottleneck, features, logits = (torch.cat(t) for t in zip(*parts, strict=True))
         return BackboneOutput(features=features, logits=logits, bottleneck=bottleneck)
 
-    def _network(self, batch: torch.Tensor) -> Any:
-        """What runs a pass: the frozen TorchScript copy on a CPU, else the eager network."""
-        if not self.jit:
-            return _Passes(self._model)
+    def _network(self) -> Any:
+        """What runs a pass (built again after `module` handed the weights out)."""
         with self._lock:
-            if self._frozen is None:
-                self._frozen = _freeze(self._model, batch[:CPU_CHUNK]) or _Passes(self._model)
-            return self._frozen
+            if self._net is None:
+                self._net = self._build_net()
+            return self._net
+
+    def _build_net(self) -> Any:
+        """The frozen TorchScript copy on a CPU (the eager network if it cannot be frozen),
+        the eager network elsewhere."""
+        if self.jit:
+            example = torch.zeros(CPU_CHUNK, 3, self.image_size, self.image_size)
+            frozen = _freeze(self._model, example.contiguous(memory_format=torch.channels_last))
+            if frozen is not None:
+                return frozen
+        return _Passes(self._model)
 
     def close(self) -> None:
         """Free the weights and the threads (a later call loads again)."""
@@ -222,7 +227,7 @@ class EfficientNetBackbone:
                 if pool is not None:
                     pool.shutdown(wait=True)
             self._pool = self._streams = None
-            self._model = self._frozen = None
+            self._model = self._net = None
 
 
 class _Passes(torch.nn.Module):
