@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 
 from shared.schemas import (
+    MAX_LOOKUP_IDS,
+    ImageLookupResult,
     ImagePage,
     ImagePublic,
     ImportCreate,
@@ -127,6 +129,20 @@ class CapsearchClient:
         _raise_for(resp)
         return ImagePublic.model_validate(resp.json())
 
+    def lookup(self, image_ids: Sequence[int]) -> ImageLookupResult:
+        """Many images' records, `MAX_LOOKUP_IDS` per request; unknown ids under `missing`."""
+        ids = list(dict.fromkeys(int(i) for i in image_ids))
+        found: list[ImagePublic] = []
+        missing: list[int] = []
+        for start in range(0, len(ids), MAX_LOOKUP_IDS):
+            resp = self._http.post("/v1/images/lookup",
+                                   json={"ids": ids[start:start + MAX_LOOKUP_IDS]})
+            _raise_for(resp)
+            part = ImageLookupResult.model_validate(resp.json())
+            found += part.images
+            missing += part.missing
+        return ImageLookupResult(images=found, missing=missing)
+
     def delete(self, image_id: int) -> None:
         _raise_for(self._http.delete(f"/v1/images/{image_id}"))
 
@@ -217,20 +233,22 @@ class CapsearchClient:
         poll_s: float = 0.5,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> dict[int, ImagePublic]:
-        """Poll until every image is `indexed` or `failed`; returns the final records."""
+        """Poll until every image is `indexed` or `failed`; returns the final records. One
+        lookup request per 1,000 outstanding images per poll; an image deleted meanwhile
+        raises `ApiError` 404."""
         outstanding = list(dict.fromkeys(int(i) for i in image_ids))
         total = len(outstanding)
         done: dict[int, ImagePublic] = {}
         deadline = time.monotonic() + timeout
         while outstanding:
-            still = []
-            for image_id in outstanding:
-                rec = self.image(image_id)
+            found = self.lookup(outstanding)
+            if found.missing:
+                raise ApiError(404, "not_found",
+                               f"image {found.missing[0]} does not exist (deleted?)")
+            for rec in found.images:
                 if rec.status in TERMINAL_STATUSES:
-                    done[image_id] = rec
-                else:
-                    still.append(image_id)
-            outstanding = still
+                    done[rec.id] = rec
+            outstanding = [i for i in outstanding if i not in done]
             if on_progress:
                 on_progress(len(done), total)
             if not outstanding:

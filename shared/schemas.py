@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -174,6 +174,25 @@ class Health(BaseModel):
 
 
 # ---- gateway: listing, find similar, sources, bulk imports ------------------------------------
+
+
+MAX_LOOKUP_IDS = 1000
+IMAGE_ID_MAX = 2**63 - 1
+
+
+class ImageLookup(BaseModel):
+    """`POST /v1/images/lookup`: up to 1,000 image ids whose records to read in one call."""
+
+    ids: list[Annotated[int, Field(ge=1, le=IMAGE_ID_MAX)]] = Field(
+        ..., min_length=1, max_length=MAX_LOOKUP_IDS)
+
+
+class ImageLookupResult(BaseModel):
+    """The records found, in the order asked (each id once), and the ids that do not exist
+    (never uploaded, or deleted)."""
+
+    images: list[ImagePublic]
+    missing: list[int]
 
 
 class ImagePage(BaseModel):

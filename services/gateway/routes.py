@@ -27,6 +27,8 @@ from shared.db import ImageStatus
 from shared.schemas import (
     ErrorResponse,
     Health,
+    ImageLookup,
+    ImageLookupResult,
     ImagePublic,
     RebuildStatus,
     SearchResults,
@@ -74,6 +76,15 @@ def list_images(
     """A page of images, newest first; filters as in search (date, source, size)."""
     return images.list_images(session=session, status=status, limit=limit, offset=offset,
                               filters=filters)
+
+
+@router.post("/v1/images/lookup", response_model=ImageLookupResult, tags=["images"],
+             dependencies=[SearchScope])
+def lookup_images(body: ImageLookup, session: SessionDep) -> ImageLookupResult:
+    """Up to 1,000 images' records (status, error, latest caption) in one call: poll an
+    ingest's progress with this, not one `GET /v1/images/{id}` per image. Unknown ids are
+    listed under `missing`."""
+    return images.lookup_images(session=session, image_ids=body.ids)
 
 
 @router.get("/v1/images/{image_id}", response_model=ImagePublic, tags=["images"],

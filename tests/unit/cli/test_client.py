@@ -1,4 +1,5 @@
 import json
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -28,27 +29,58 @@ def test_api_errors_surface_code_and_message() -> None:
         422, "validation_error", "q: empty")
 
 
-def test_wait_indexed_polls_until_every_image_is_terminal() -> None:
-    calls: dict[int, int] = {}
-
+def lookup_handler(status_of: Callable[[int], str | None], requests: list[list[int]]
+                   ) -> Callable[[httpx.Request], httpx.Response]:
+    """A gateway that answers `POST /v1/images/lookup` (None = the id does not exist)."""
     def handler(request: httpx.Request) -> httpx.Response:
-        image_id = int(request.url.path.rsplit("/", 1)[1])
-        calls[image_id] = calls.get(image_id, 0) + 1
-        status = "indexed" if calls[image_id] >= image_id else "pending"
-        return httpx.Response(200, json=image_body(image_id, status))
+        assert (request.method, request.url.path) == ("POST", "/v1/images/lookup")
+        ids = json.loads(request.content)["ids"]
+        requests.append(ids)
+        statuses = {i: status_of(i) for i in ids}
+        return httpx.Response(200, json={
+            "images": [image_body(i, st) for i, st in statuses.items() if st is not None],
+            "missing": [i for i, st in statuses.items() if st is None]})
+    return handler
+
+
+def test_wait_indexed_polls_only_outstanding_images_in_one_request_each_time() -> None:
+    polls: dict[int, int] = {}
+    requests: list[list[int]] = []
+
+    def status_of(image_id: int) -> str:
+        polls[image_id] = polls.get(image_id, 0) + 1
+        return "indexed" if polls[image_id] >= image_id else "pending"
 
     progress: list[tuple[int, int]] = []
-    with CapsearchClient("http://gw", transport=httpx.MockTransport(handler)) as client:
+    transport = httpx.MockTransport(lookup_handler(status_of, requests))
+    with CapsearchClient("http://gw", transport=transport) as client:
         done = client.wait_indexed([1, 2, 3, 3], poll_s=0,
                                    on_progress=lambda d, t: progress.append((d, t)))
-    assert sorted(done) == [1, 2, 3]
-    assert calls == {1: 1, 2: 2, 3: 3}
-    assert progress[-1] == (3, 3)
+    assert sorted(done) == [1, 2, 3] and done[2].status == "indexed"
+    assert requests == [[1, 2, 3], [2, 3], [3]]
+    assert progress == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_lookup_splits_long_id_lists_and_reports_missing_ids() -> None:
+    from shared.schemas import MAX_LOOKUP_IDS
+
+    requests: list[list[int]] = []
+    transport = httpx.MockTransport(lookup_handler(
+        lambda i: None if i % 1000 == 7 else "indexed", requests))
+    ids = list(range(1, 2 * MAX_LOOKUP_IDS + 2))
+    with CapsearchClient("http://gw", transport=transport) as client:
+        result = client.lookup(ids)
+        assert [len(r) for r in requests] == [MAX_LOOKUP_IDS, MAX_LOOKUP_IDS, 1]
+        assert result.missing == [7, 1007]
+        assert [r.id for r in result.images] == [i for i in ids if i % 1000 != 7]
+        # an image deleted while an ingest is awaited is an error, not an endless wait
+        with pytest.raises(ApiError) as err:
+            client.wait_indexed([6, 7], poll_s=0)
+    assert err.value.status == 404 and "7" in err.value.message
 
 
 def test_wait_indexed_gives_up_after_the_timeout() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=image_body(7, "pending"))
+    handler = lookup_handler(lambda _i: "pending", [])
 
     with CapsearchClient("http://gw", transport=httpx.MockTransport(handler)) as client:
         with pytest.raises(TimeoutError):

@@ -50,6 +50,31 @@ def test_non_integer_image_id_is_422_json(gateway: Gateway) -> None:
     assert_error(gateway.client.get("/v1/images/abc"), 422, "validation_error")
 
 
+def test_lookup_reads_many_images_in_the_order_asked(gateway: Gateway) -> None:
+    ids = [upload_one(gateway, synthetic_jpeg(seed=i), f"{i}.jpg") for i in range(3)]
+    add_caption(gateway, ids[1], "a dog on a beach")
+    asked = [ids[2], 999_999, ids[0], ids[1], ids[2]]
+    resp = gateway.client.post("/v1/images/lookup", json={"ids": asked})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert [i["id"] for i in body["images"]] == [ids[2], ids[0], ids[1]]  # each id once
+    assert body["missing"] == [999_999]
+    assert [i["status"] for i in body["images"]] == ["pending"] * 3
+    assert body["images"][2]["caption"] == "a dog on a beach"
+    assert body["images"][0] == gateway.client.get(f"/v1/images/{ids[2]}").json()
+
+
+def test_lookup_refuses_empty_huge_or_bad_id_lists(gateway: Gateway) -> None:
+    post = gateway.client.post
+    assert_error(post("/v1/images/lookup", json={"ids": []}), 422, "validation_error")
+    assert_error(post("/v1/images/lookup", json={"ids": list(range(1, 1002))}), 422)
+    assert_error(post("/v1/images/lookup", json={"ids": [0]}), 422)
+    assert_error(post("/v1/images/lookup", json={"ids": ["abc"]}), 422)
+    assert_error(post("/v1/images/lookup", json={"ids": [2**63]}), 422)
+    assert_error(post("/v1/images/lookup", content=b"{not json",
+                      headers={"content-type": "application/json"}), 422)
+
+
 def test_list_images_pages_newest_first(gateway: Gateway) -> None:
     ids = [upload_one(gateway, synthetic_jpeg(seed=i), f"{i}.jpg") for i in range(3)]
     page = gateway.client.get("/v1/images", params={"limit": 2}).json()
