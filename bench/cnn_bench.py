@@ -7,7 +7,10 @@ random batches, three ways:
   the worker ran before; large batches spill the activations out of the caches);
 - `streams, eager`: chunks of 4 images, each pass single-threaded, one stream per core;
 - `streams, frozen`: the same through the frozen TorchScript copy (batch norms folded), the
-  worker's default on a CPU.
+  worker's default on a CPU without native bf16;
+- `streams, frozen, bf16`: the same with bf16 weights and activations, the default
+  (`CAPSEARCH_BACKBONE_PRECISION=auto`) on a CPU with AVX512-BF16 or AMX (measured on any CPU:
+  without native bf16 it is emulated and slow).
 
     python bench/cnn_bench.py [--size 256] [--batch 16] [--images 256] [--json]
 
@@ -27,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from services.caption.captioners.backbone import EfficientNetBackbone  # noqa: E402
-from shared.devices import cpu_streams  # noqa: E402
+from shared.devices import cpu_has_native_bf16, cpu_streams  # noqa: E402
 
 
 def images_per_s(backbone: EfficientNetBackbone, batch: int, images: int, size: int) -> float:
@@ -54,9 +57,10 @@ def main() -> None:
         (f"one pass, {cores} threads", dict(streams=1, jit=False), cores),
         ("streams, eager", dict(streams=cores, jit=False), 1),
         ("streams, frozen", dict(streams=cores, jit=True), 1),
+        ("streams, frozen, bf16", dict(streams=cores, jit=True, precision="bf16"), 1),
     ]
     print(f"# EfficientNet-Lite0 at {args.size} px, micro-batches of {args.batch}, "
-          f"{cores} cores", flush=True)
+          f"{cores} cores, native bf16: {cpu_has_native_bf16()}", flush=True)
     for name, kwargs, threads in ways:
         backbone = EfficientNetBackbone(device="cpu", image_size=args.size, **kwargs)
         backbone.load()
@@ -66,7 +70,7 @@ def main() -> None:
         print(f"{name:24s} {results[name]:7.1f} images/s", flush=True)
     if args.json:
         print(json.dumps({"size": args.size, "batch": args.batch, "cores": cores,
-                          "img_per_s": results}))
+                          "native_bf16": cpu_has_native_bf16(), "img_per_s": results}))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ captions are the `tags` captioner's. Protocols (photos of flickr8k-dev unless sa
   real 500 pool of held-out vectors, but from 5 models whose small differences in offset act
   as extra distractors, so also low.
 - coco/pool159: train on all of flickr8k-dev + coco-mini-train, score coco-mini-val.
+
+Heads always train on fp32 CNN features (as `capsearch build-models` does); `--serve-precision
+bf16` scores the held-out photos on features from the bf16 CNN pass, which is what the worker
+serves with `CAPSEARCH_BACKBONE_PRECISION=auto` on a CPU with native bf16.
 """
 
 from __future__ import annotations
@@ -79,15 +83,24 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
     set_torch_threads(settings.torch_threads or 2)
     root = args.datasets or settings.datasets_dir
     backbone = EfficientNetBackbone(device="cpu", image_size=settings.backbone_image_size)
-    encoder = build_text_encoder(settings.model_copy(update={"device": "cpu"}))
-    sets = {}
+    served_by = (backbone if args.serve_precision == "fp32" else
+                 EfficientNetBackbone(device="cpu", image_size=settings.backbone_image_size,
+                                      precision=args.serve_precision))
+    encoder = build_text_encoder(settings.model_copy(update={"device": "cpu"}),
+                                 precision="fp32")
+    sets, served = {}, {}
     for name in ("flickr8k-dev", "coco-mini-train", "coco-mini-val"):
         data = load_folder(root / name)
-        feats = cached_features(data.paths, settings.cache_dir, backbone, map_views=0,
-                                desc=f"CNN features of {name}")
-        sets[name] = photos_for_training(data, feats, encoder, settings.cache_dir,
-                                         settings.embedding_model)
-    flickr, extra, val = sets["flickr8k-dev"], sets["coco-mini-train"], sets["coco-mini-val"]
+        for cnn, into in ((backbone, sets), (served_by, served)):
+            if into is served and cnn is backbone:
+                served[name] = sets[name]
+                continue
+            feats = cached_features(data.paths, settings.cache_dir, cnn, map_views=0,
+                                    desc=f"CNN features of {name} ({cnn.precision})")
+            into[name] = photos_for_training(data, feats, encoder, settings.cache_dir,
+                                             settings.embedding_model)
+    flickr, extra = sets["flickr8k-dev"], sets["coco-mini-train"]
+    scored, val = served["flickr8k-dev"], served["coco-mini-val"]
     options = ProjectionTrainOptions()
     reps = representations(options)
     n = flickr.n_photos
@@ -106,14 +119,14 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
     for name, (_, vectors) in reps.items():
         ranks5, oof = [], np.zeros((n, flickr.caption_vectors.shape[1]), np.float32)
         for held, head in zip(cv5, heads5, strict=True):
-            part = subset(flickr, held)
+            part = subset(scored, held)
             v = vectors(head, part)
             oof[held] = v
             ranks5.append(caption_ranks(v, part.caption_vectors, part.caption_owner))
         r5 = np.concatenate(ranks5)
         ranks2 = []
         for held, head in zip(cv2, heads2, strict=True):
-            part = subset(flickr, held)
+            part = subset(scored, held)
             ranks2.append(caption_ranks(vectors(head, part), part.caption_vectors,
                                         part.caption_owner))
         results[name] = {
@@ -133,6 +146,8 @@ def main() -> int:
     parser.add_argument("--datasets", type=Path, default=None,
                         help="the shared data folder (default CAPSEARCH_DATASETS_DIR)")
     parser.add_argument("--seed", type=int, default=0, help="fold assignment")
+    parser.add_argument("--serve-precision", choices=("fp32", "bf16"), default="fp32",
+                        help="the CNN precision of the scored photos' features")
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
     args = parser.parse_args()
     torch.manual_seed(0)

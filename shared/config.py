@@ -137,6 +137,11 @@ class Settings(BaseSettings):
     # concurrent encode requests arriving within this window share one forward pass
     encoder_batch_wait_ms: float = Field(2.0, ge=0, le=1000)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # the CPU passes of MiniLM (encoder service, caption worker) and of the CNN: auto = bf16 on
+    # a CPU that runs it natively (AVX512-BF16 / AMX: MiniLM 1.6x, the CNN ~3x faster per core,
+    # vectors within 1e-3 cosine of fp32, retrieval unchanged: docs/benchmarks.md), else fp32
+    encoder_precision: Literal["auto", "fp32", "bf16"] = "auto"
+    backbone_precision: Literal["auto", "fp32", "bf16"] = "auto"
     torch_threads: int | None = None
     # on a CPU the caption worker runs its model passes single-threaded, this many in parallel
     # (None = one per core it may use, a container's CPU quota included): ~2.5x the throughput
@@ -214,6 +219,11 @@ class Settings(BaseSettings):
         if self.auth.enabled is False:
             raise ValueError("CAPSEARCH_AUTH__ENABLED=false is refused in production")
         return self
+
+    @field_validator("encoder_precision", "backbone_precision", mode="before")
+    @classmethod
+    def _precision_word(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("search_urls", mode="before")
     @classmethod

@@ -154,10 +154,11 @@ class ImageProjection:
 
     def __init__(self, path: Path | str | None = None, *,
                  backbone: EfficientNetBackbone | None = None, device: str = "auto",
-                 image_size: int = 288, streams: int | None = None) -> None:
+                 image_size: int = 288, streams: int | None = None,
+                 precision: str = "fp32") -> None:
         self.path = Path(path) if path is not None else default_model_path(DEFAULT_PROJECTION)
         self.backbone = (backbone if backbone is not None
-                         else shared_backbone(device, image_size, streams))
+                         else shared_backbone(device, image_size, streams, precision))
         self.tags = TagsCaptioner(backbone=self.backbone)  # the fusion text's rule
         self.head: ProjectionHead | None = None
         self._lock = threading.Lock()
@@ -165,7 +166,8 @@ class ImageProjection:
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageProjection:
         return cls(settings.projection_checkpoint, device=settings.device,
-                   image_size=settings.backbone_image_size, streams=settings.cpu_streams)
+                   image_size=settings.backbone_image_size, streams=settings.cpu_streams,
+                   precision=settings.backbone_precision)
 
     def load(self) -> None:
         with self._lock:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -12,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.encoder.batching import MicroBatcher
-from services.encoder.encoder import PRECISIONS, Precision, TextEncoder, build_text_encoder
+from services.encoder.encoder import TextEncoder, build_text_encoder
 from services.encoder.routes import router
 from shared.config import Settings, get_settings
 from shared.devices import cpu_streams, set_torch_threads
@@ -20,10 +19,6 @@ from shared.metrics import install_metrics
 from shared.web import install_error_handlers, install_request_context, install_service_token
 
 log = logging.getLogger(__name__)
-
-# the service's forward-pass precision (fp32 | bf16 | auto); read here until Settings has a field
-PRECISION_ENV = "CAPSEARCH_ENCODER_PRECISION"
-
 
 def service_threads(settings: Settings) -> int:
     """Intra-op threads of the service's one inference thread: `torch_threads` when set, else
@@ -36,13 +31,6 @@ def service_threads(settings: Settings) -> int:
     return max(1, cpu_streams() // 2)
 
 
-def service_precision() -> Precision:
-    value = os.environ.get(PRECISION_ENV, "auto").strip().lower()
-    if value not in PRECISIONS:
-        raise ValueError(f"{PRECISION_ENV} must be one of {PRECISIONS}, not {value!r}")
-    return value  # type: ignore[return-value]
-
-
 def create_app(settings: Settings | None = None, encoder: TextEncoder | None = None) -> FastAPI:
     """The encoder app; a test injects a (tiny) encoder, production builds one from settings."""
     settings = settings or get_settings()
@@ -51,7 +39,7 @@ def create_app(settings: Settings | None = None, encoder: TextEncoder | None = N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if encoder is None:
             set_torch_threads(service_threads(settings))
-        model = encoder or build_text_encoder(settings, precision=service_precision())
+        model = encoder or build_text_encoder(settings)
         # one inference thread: torch spreads one forward pass over its intra-op threads
         # (service_threads), so a second concurrent pass would only fight it for the cores
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")

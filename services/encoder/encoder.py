@@ -10,13 +10,18 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from shared.config import Settings
-from shared.devices import resolve_device, set_torch_threads
+from shared.devices import (
+    Precision,
+    resolve_cpu_precision,
+    resolve_device,
+    set_torch_threads,
+)
 from shared.metrics import observe_stage
 
 log = logging.getLogger(__name__)
@@ -100,30 +105,6 @@ class TextEncoder:
         raise NotImplementedError
 
 
-Precision = Literal["fp32", "bf16", "auto"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 matmuls natively here (AVX512-BF16 or AMX), i.e. faster."""
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(precision: str, device: Any) -> str:
-    """`auto` = bf16 autocast on a CPU with native bf16 (1.4-1.5x faster forward on MiniLM,
-    vectors within 1e-4 cosine of fp32), fp32 everywhere else."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-    if precision == "auto":
-        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
-    return precision
-
-
 class BertTextEncoder(TextEncoder):
     """Any BERT-family checkpoint directory: mean pooling over the attention mask + L2 norm.
 
@@ -139,7 +120,7 @@ class BertTextEncoder(TextEncoder):
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         self.max_length = max_length
         self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
+        self.precision = resolve_cpu_precision(precision, self.device)
         self._tokenizer: Any = None
         self._model: Any = None
         # fast tokenizers are not safe to call from several threads at once ("Already borrowed")
@@ -178,10 +159,11 @@ class BertTextEncoder(TextEncoder):
         return pooled.float().cpu().numpy()
 
 
-def build_text_encoder(settings: Settings, *, precision: Precision = "fp32",
+def build_text_encoder(settings: Settings, *, precision: Precision | None = None,
                        streams: int = 1) -> BertTextEncoder:
-    """The encoder the settings name (not yet loaded; call `load()` or let `encode` do it).
-    `streams` > 1: parallel single-threaded passes (for a process that runs the CNN alike)."""
+    """The encoder the settings name (not yet loaded; call `load()` or let `encode` do it),
+    in `settings.encoder_precision` unless `precision` is given. `streams` > 1: parallel
+    single-threaded passes (for a process that runs the CNN alike)."""
     set_torch_threads(settings.torch_threads)
     return BertTextEncoder(
         settings.encoder_model_dir,
@@ -189,6 +171,6 @@ def build_text_encoder(settings: Settings, *, precision: Precision = "fp32",
         batch_size=settings.encoder_batch_size,
         max_length=settings.encoder_max_length,
         device=settings.device,
-        precision=precision,
+        precision=precision or settings.encoder_precision,
         streams=streams,
     )

@@ -11,12 +11,16 @@ On a CPU a batch runs as chunks of a few images, each chunk a single-threaded pa
 chunks at a time (one per core by default), through a frozen TorchScript copy of the network
 (batch norms folded into the convolutions): on 2 cores at 256 px that is ~50 images/s against
 ~17 for one 2-thread pass over a batch of 32, whose activations no longer fit the caches
-(bench/cnn_bench.py). On a GPU a batch is one eager pass under fp16 autocast, copied from
-pinned host memory (not measured here: no GPU was lent to the sessions so far).
+(bench/cnn_bench.py). With `precision="bf16"` (what `auto` picks on a CPU with AVX512-BF16 or
+AMX) the frozen copy holds bf16 weights: ~3x the images per core of fp32 on such a CPU, pooled
+features within 1e-3 cosine of fp32 and the same retrieval figures (docs/benchmarks.md); the
+outputs are float32 either way. On a GPU a batch is one eager pass under fp16 autocast, copied
+from pinned host memory (not measured here: no GPU was lent to the sessions so far).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
@@ -34,7 +38,12 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
-from shared.devices import model_streams, resolve_device, set_torch_threads
+from shared.devices import (
+    model_streams,
+    resolve_cpu_precision,
+    resolve_device,
+    set_torch_threads,
+)
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +118,7 @@ class EfficientNetBackbone:
     def __init__(self, weights_path: Path | str | None = None, *, device: str = "auto",
                  preprocess_workers: int = 2, image_size: int = CROP_SIZE,
                  short_side: int | None = None, streams: int | None = None,
-                 jit: bool = True) -> None:
+                 jit: bool = True, precision: str = "fp32") -> None:
         self.weights_path = Path(weights_path) if weights_path else default_weights_path()
         self.device = resolve_device(device)
         self.image_size = image_size
@@ -120,6 +129,9 @@ class EfficientNetBackbone:
         # CPU: parallel single-threaded passes (None = one per available core); GPU: one pass
         self.streams = model_streams(self.device, streams)
         self.jit = jit and self.device.type == "cpu"
+        # the CPU passes' precision (fp32 | bf16 | auto); a GPU always runs fp16 autocast
+        self.precision = (resolve_cpu_precision(precision, self.device)
+                          if self.device.type == "cpu" else "fp32")
         self._model: Any = None
         self._net: Any = None  # what runs a pass: the frozen copy (CPU) or the eager network
         self._pool: ThreadPoolExecutor | None = None
@@ -212,13 +224,17 @@ class EfficientNetBackbone:
 
     def _build_net(self) -> Any:
         """The frozen TorchScript copy on a CPU (the eager network if it cannot be frozen),
-        the eager network elsewhere."""
+        the eager network elsewhere; in bf16, a bf16 copy of the weights (the fp32 network
+        stays what `module` hands out)."""
+        passes = _Passes(self._model)
+        if self.precision == "bf16":
+            passes = _Passes(fold_batch_norms(self._model).to(torch.bfloat16), torch.bfloat16)
         if self.jit:
             example = torch.zeros(CPU_CHUNK, 3, self.image_size, self.image_size)
-            frozen = _freeze(self._model, example.contiguous(memory_format=torch.channels_last))
+            frozen = _freeze(passes, example.contiguous(memory_format=torch.channels_last))
             if frozen is not None:
                 return frozen
-        return _Passes(self._model)
+        return passes
 
     def close(self) -> None:
         """Free the weights and the threads (a later call loads again)."""
@@ -231,16 +247,22 @@ class EfficientNetBackbone:
 
 
 class _Passes(torch.nn.Module):
-    """One full pass: (bottleneck, head features, ImageNet logits)."""
+    """One full pass: (bottleneck, head features, ImageNet logits); with `dtype`, the batch is
+    cast to it on the way in (the weights must be in it) and the outputs back to float32."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.model = model
+        self.dtype = dtype
 
     def forward(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         model = self.model
+        if self.dtype is not None:
+            batch = batch.to(self.dtype)
         bottleneck, features = extract_features(model, batch)
         logits = model._fc(model._dropout(model._avg_pooling(features).flatten(1)))
+        if self.dtype is not None:
+            return bottleneck.float(), features.float(), logits.float()
         return bottleneck, features, logits
 
 
@@ -249,7 +271,7 @@ def _run(net: Any, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
         return net(batch)  # type: ignore[no-any-return]
 
 
-def _freeze(model: Any, example: torch.Tensor) -> Any:
+def _freeze(passes: _Passes, example: torch.Tensor) -> Any:
     """A traced and frozen copy (batch norms folded into the convolutions), warmed up; None
     if tracing fails (the eager network then runs). TorchScript is deprecated upstream in
     favour of torch.compile, which needs a C++ compiler at run time; it is kept for as long as
@@ -258,15 +280,33 @@ def _freeze(model: Any, example: torch.Tensor) -> Any:
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the deprecation notice and tracer warnings
-            frozen = torch.jit.freeze(torch.jit.trace(_Passes(model).eval(), example,
+            frozen = torch.jit.freeze(torch.jit.trace(passes.eval(), example,
                                                       check_trace=False))
             for _ in range(2):  # the profiling executor optimises on the second run
                 _run(frozen, example)
     except (RuntimeError, AttributeError, TypeError) as exc:  # pragma: no cover - defensive
         log.warning("could not freeze %s (%s): running it eagerly", MODEL_NAME, exc)
         return None
-    log.info("%s frozen for the CPU in %.2f s", MODEL_NAME, time.perf_counter() - start)
+    log.info("%s frozen for the CPU (%s) in %.2f s", MODEL_NAME,
+             "bf16" if passes.dtype is not None else "fp32", time.perf_counter() - start)
     return frozen
+
+
+def fold_batch_norms(model: Any) -> Any:
+    """A copy of the network with every batch norm folded into the convolution before it (in
+    fp32: folding after a cast to bf16 would round the weights twice)."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = copy.deepcopy(model)
+    pairs = [(folded, "_conv_stem", "_bn0"), (folded, "_conv_head", "_bn1")]
+    for block in folded._blocks:
+        if block._block_args.expand_ratio != 1:
+            pairs.append((block, "_expand_conv", "_bn0"))
+        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+    for owner, conv, norm in pairs:
+        setattr(owner, conv, fuse_conv_bn_eval(getattr(owner, conv), getattr(owner, norm)))
+        setattr(owner, norm, torch.nn.Identity())
+    return folded
 
 
 def extract_features(model: Any, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,12 +319,15 @@ def extract_features(model: Any, batch: torch.Tensor) -> tuple[torch.Tensor, tor
 
 
 def shared_backbone(device: str = "auto", image_size: int = CROP_SIZE,
-                    streams: int | None = None) -> EfficientNetBackbone:
+                    streams: int | None = None, precision: str = "fp32"
+                    ) -> EfficientNetBackbone:
     """One backbone per device, input size and stream count per process, so every captioner
     and embedder built on it shares the weights and, in the worker, one CNN pass per batch."""
-    return _backbone_on(str(resolve_device(device)), image_size, streams)
+    return _backbone_on(str(resolve_device(device)), image_size, streams, precision)
 
 
 @lru_cache(maxsize=4)
-def _backbone_on(device: str, image_size: int, streams: int | None) -> EfficientNetBackbone:
-    return EfficientNetBackbone(device=device, image_size=image_size, streams=streams)
+def _backbone_on(device: str, image_size: int, streams: int | None, precision: str
+                 ) -> EfficientNetBackbone:
+    return EfficientNetBackbone(device=device, image_size=image_size, streams=streams,
+                                precision=precision)

@@ -35,14 +35,15 @@ class SatCaptioner(BackboneCaptioner):
     def __init__(self, checkpoint: Path | str | None = None, *, batch_size: int = 16,
                  beam_width: int = 3, length_penalty: float = 0.0,
                  backbone: EfficientNetBackbone | None = None, device: str = "auto",
-                 image_size: int = CROP_SIZE, streams: int | None = None) -> None:
+                 image_size: int = CROP_SIZE, streams: int | None = None,
+                 precision: str = "fp32") -> None:
         super().__init__(batch_size=batch_size)
         self.checkpoint_path = (Path(checkpoint) if checkpoint is not None
                                 else default_model_path(DEFAULT_CHECKPOINT))
         self.beam_width = beam_width
         self.length_penalty = length_penalty
         self.backbone = (backbone if backbone is not None
-                         else shared_backbone(device, image_size, streams))
+                         else shared_backbone(device, image_size, streams, precision))
         self.version = "sat/unloaded"
         self._sat: SatCheckpoint | None = None
 
@@ -51,7 +52,8 @@ class SatCaptioner(BackboneCaptioner):
         return cls(settings.sat_checkpoint, batch_size=settings.caption_batch_size,
                    beam_width=settings.sat_beam_width,
                    length_penalty=settings.sat_length_penalty, device=settings.device,
-                   image_size=settings.backbone_image_size, streams=settings.cpu_streams)
+                   image_size=settings.backbone_image_size, streams=settings.cpu_streams,
+                   precision=settings.backbone_precision)
 
     def _load(self) -> None:
         if not self.checkpoint_path.is_file():
@@ -62,7 +64,8 @@ class SatCaptioner(BackboneCaptioner):
             backbone = EfficientNetBackbone(device=str(self.backbone.device),
                                             image_size=self.backbone.image_size,
                                             short_side=self.backbone.short_side,
-                                            streams=self.backbone.streams)
+                                            streams=self.backbone.streams,
+                                            precision=self.backbone.precision)
             backbone.load()
             backbone.module.load_state_dict(sat.encoder_state)
             self.backbone = backbone

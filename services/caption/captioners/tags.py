@@ -60,19 +60,21 @@ class TagsCaptioner(BackboneCaptioner):
 
     def __init__(self, *, batch_size: int = 16, top_k: int = 5, min_prob: float = 0.02,
                  backbone: EfficientNetBackbone | None = None, device: str = "auto",
-                 image_size: int = CROP_SIZE, streams: int | None = None) -> None:
+                 image_size: int = CROP_SIZE, streams: int | None = None,
+                 precision: str = "fp32") -> None:
         super().__init__(batch_size=batch_size)
         self.top_k = top_k
         self.min_prob = min_prob
         self.backbone = (backbone if backbone is not None
-                         else shared_backbone(device, image_size, streams))
+                         else shared_backbone(device, image_size, streams, precision))
         size = "" if self.backbone.image_size == CROP_SIZE else f"-{self.backbone.image_size}px"
         self.version = f"efficientnet-lite0{size}/top{top_k}-p{min_prob:g}/v1"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TagsCaptioner:
         return cls(batch_size=settings.caption_batch_size, device=settings.device,
-                   image_size=settings.backbone_image_size, streams=settings.cpu_streams)
+                   image_size=settings.backbone_image_size, streams=settings.cpu_streams,
+                   precision=settings.backbone_precision)
 
     def _load(self) -> None:
         self.backbone.load()

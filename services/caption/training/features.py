@@ -105,8 +105,11 @@ class FeatureSet:
 def cache_key(paths: Sequence[Path], views: Sequence[str],
               backbone: EfficientNetBackbone) -> str:
     files = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-    blob = json.dumps([CACHE_VERSION, MODEL_NAME, backbone.image_size, backbone.short_side,
-                       GEM_P, list(views), CACHED_MAP_VIEWS, files])
+    parts = [CACHE_VERSION, MODEL_NAME, backbone.image_size, backbone.short_side, GEM_P,
+             list(views), CACHED_MAP_VIEWS, files]
+    if backbone.precision != "fp32":  # fp32 keys stay what they were before precisions
+        parts.append(backbone.precision)
+    blob = json.dumps(parts)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 

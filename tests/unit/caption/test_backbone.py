@@ -92,3 +92,37 @@ def test_cpu_streams_and_the_frozen_copy_give_the_eager_pass(backbone: Efficient
     finally:
         streamed.close()
         eager.close()
+
+
+def test_bf16_pass_stays_close_to_fp32_and_answers_float32(backbone: EfficientNetBackbone
+                                                           ) -> None:
+    """`precision="bf16"`: a bf16 copy of the (batch-norm folded) weights runs the pass; the
+    outputs are float32, the pooled features within 1 % of fp32's direction, the ImageNet
+    top-1 label the same on real photos, and `module` still hands out the fp32 network."""
+    folder = datasets_dir() / "imagenet-samples" / "images"
+    if not folder.is_dir():
+        pytest.skip(f"no ImageNet samples at {folder}")
+    images = [decode_rgb(p.read_bytes()) for p in sorted(folder.iterdir())[:12]]
+    half = EfficientNetBackbone(image_size=CROP_SIZE, streams=2, device="cpu", precision="bf16")
+    try:
+        ref, out = backbone.forward(images), half.forward(images)
+        assert half.precision == "bf16"
+        assert isinstance(half._net, torch.jit.ScriptModule)
+        for name in ("features", "logits", "bottleneck"):
+            assert getattr(out, name).dtype == torch.float32, name
+        pooled = torch.nn.functional.cosine_similarity(ref.gem(), out.gem())
+        assert pooled.min() > 0.99, pooled
+        assert (ref.logits.argmax(1) == out.logits.argmax(1)).float().mean() >= 11 / 12
+        assert next(half.module.parameters()).dtype == torch.float32
+    finally:
+        half.close()
+
+
+def test_auto_precision_is_bf16_only_on_a_cpu_that_runs_it_natively() -> None:
+    from shared.devices import cpu_has_native_bf16
+
+    auto = EfficientNetBackbone(image_size=CROP_SIZE, device="cpu", precision="auto")
+    assert auto.precision == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert EfficientNetBackbone(image_size=CROP_SIZE, device="cpu").precision == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        EfficientNetBackbone(image_size=CROP_SIZE, device="cpu", precision="int8")

@@ -105,20 +105,25 @@ def test_bf16_precision_stays_close_to_fp32(tiny_bert_dir: Path,
 def test_precision_is_fp32_by_default_and_auto_picks_by_hardware(tiny_bert_dir: Path) -> None:
     import torch
 
-    from services.encoder.encoder import cpu_has_native_bf16, resolve_precision
+    from shared.devices import cpu_has_native_bf16, resolve_cpu_precision
 
     assert BertTextEncoder(tiny_bert_dir, device="cpu").precision == "fp32"
     auto = BertTextEncoder(tiny_bert_dir, device="cpu", precision="auto").precision
     assert auto == ("bf16" if cpu_has_native_bf16() else "fp32")
-    assert resolve_precision("auto", torch.device("cuda")) == "fp32"
+    assert resolve_cpu_precision("auto", torch.device("cuda")) == "fp32"
     with pytest.raises(ValueError, match="precision"):
-        resolve_precision("int4", torch.device("cpu"))
+        resolve_cpu_precision("int4", torch.device("cpu"))
 
 
-def test_build_text_encoder_passes_the_precision(tiny_bert_dir: Path) -> None:
+def test_build_text_encoder_takes_the_precision_setting(tiny_bert_dir: Path) -> None:
+    from shared.devices import cpu_has_native_bf16
+
     settings = Settings(encoder_model_dir=tiny_bert_dir, device="cpu")
-    assert build_text_encoder(settings).precision == "fp32"
-    assert build_text_encoder(settings, precision="bf16").precision == "bf16"
+    assert build_text_encoder(settings).precision == ("bf16" if cpu_has_native_bf16()
+                                                      else "fp32")
+    fp32 = settings.model_copy(update={"encoder_precision": "fp32"})
+    assert build_text_encoder(fp32).precision == "fp32"
+    assert build_text_encoder(fp32, precision="bf16").precision == "bf16"
 
 
 def test_streams_split_one_call_into_parallel_batches_in_order() -> None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
-from services.encoder.app import PRECISION_ENV, service_precision, service_threads
+from services.encoder.app import service_threads
 from shared.config import Settings
 
 
@@ -24,11 +25,13 @@ def test_threads_follow_the_setting_else_half_the_usable_cores(monkeypatch: pyte
     assert service_threads(Settings()) == 1
 
 
-def test_precision_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(PRECISION_ENV, raising=False)
-    assert service_precision() == "auto"
-    monkeypatch.setenv(PRECISION_ENV, " FP32 ")
-    assert service_precision() == "fp32"
-    monkeypatch.setenv(PRECISION_ENV, "fp8")
-    with pytest.raises(ValueError, match=PRECISION_ENV):
-        service_precision()
+def test_precisions_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("CAPSEARCH_ENCODER_PRECISION", "CAPSEARCH_BACKBONE_PRECISION"):
+        monkeypatch.delenv(name, raising=False)
+    assert (Settings().encoder_precision, Settings().backbone_precision) == ("auto", "auto")
+    monkeypatch.setenv("CAPSEARCH_ENCODER_PRECISION", " FP32 ")
+    monkeypatch.setenv("CAPSEARCH_BACKBONE_PRECISION", "bf16")
+    assert (Settings().encoder_precision, Settings().backbone_precision) == ("fp32", "bf16")
+    monkeypatch.setenv("CAPSEARCH_ENCODER_PRECISION", "fp8")
+    with pytest.raises(ValidationError, match="encoder_precision"):
+        Settings()
