@@ -203,6 +203,51 @@ def cache_counts(url: str) -> dict[str, float]:
     return counts
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot() -> tuple[dict[int, tuple[str, float]], float]:
+    """(pid → (command, CPU seconds so far)) for every process readable here, and the whole
+    machine's busy CPU seconds (all of /proc/stat's cpu line except idle and iowait)."""
+    procs: dict[int, tuple[str, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                raw = f.read()
+        except OSError:
+            continue
+        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        fields = raw[raw.rindex(")") + 2:].split()
+        procs[int(entry)] = (comm, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    with open("/proc/stat", encoding="ascii") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    busy = sum(values) - values[3] - values[4]
+    return procs, busy / CLOCK_TICKS
+
+
+def cpu_by_process(before: tuple[dict[int, tuple[str, float]], float],
+                   after: tuple[dict[int, tuple[str, float]], float],
+                   names: dict[int, str], queries: int) -> dict[str, float]:
+    """Milliseconds of CPU per query by process group (our services by name, this bench as
+    `client`, everything else by command name, e.g. postgres), plus `machine` (all busy CPU,
+    kernel and processes that ended included) and `unattributed` (machine minus the rest)."""
+    out: dict[str, float] = {}
+    for pid, (comm, seconds) in after[0].items():
+        spent = seconds - before[0].get(pid, (comm, 0.0))[1]
+        if spent <= 0:
+            continue
+        group = names.get(pid) or ("client" if pid == os.getpid() else comm)
+        out[group] = out.get(group, 0.0) + spent
+    total = after[1] - before[1]
+    result = {k: round(v * 1000 / queries, 2) for k, v in
+              sorted(out.items(), key=lambda kv: -kv[1]) if v * 1000 / queries >= 0.05}
+    result["machine"] = round(total * 1000 / queries, 2)
+    result["unattributed"] = round((total - sum(out.values())) * 1000 / queries, 2)
+    return result
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
@@ -218,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="distinct real caption vectors the N vectors are made from")
     parser.add_argument("--admin-url", default=os.environ.get(
         "CAPSEARCH_TEST_PG_ADMIN_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--cpu", action="store_true",
+                        help="also report CPU milliseconds per query by process (from /proc)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -238,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         conn.execute(text(f'CREATE DATABASE "{db}"'))
     url = args.admin_url.rsplit("/", 1)[0] + f"/{db}"
     procs = []
+    cpu: dict[str, float] | None = None
     try:
         t0 = time.perf_counter()
         fill(url, vectors, "all-MiniLM-L6-v2")
@@ -274,9 +322,15 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
             asyncio.run(drive(settings.url, warmup, args.concurrency, args.k))  # warm up
             before = cache_counts(settings.url)
+            cpu_before = cpu_snapshot()
             latencies, errors, wall = asyncio.run(
                 drive(settings.url, queries, args.concurrency, args.k))
+            cpu_after = cpu_snapshot()
             after = cache_counts(settings.url)
+            if args.cpu:
+                cpu = cpu_by_process(cpu_before, cpu_after,
+                                     {p.pid: p.name for p in procs}, len(queries))
+                print(f"CPU ms per query: {cpu}", file=sys.stderr)
             hits, misses = (after[r] - before[r] for r in ("hit", "miss"))
             print(f"queries: {len(queries)} drawn from {len(pool):,} distinct captions "
                   f"({len(set(queries))} distinct); gateway query-vector cache: "
@@ -295,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         "p99_ms": round(percentile(latencies, 99), 2),
         "qps": round(len(latencies) / wall, 1), "errors": errors,
     }
+    if cpu is not None:
+        result["cpu_ms_per_query"] = cpu
     print(f"N={args.n:,} concurrency {args.concurrency}: {len(latencies)} queries, "
           f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms, "
           f"{result['qps']} queries/s, {errors} errors")

@@ -96,3 +96,22 @@ def test_the_query_set_is_every_distinct_flickr_caption(qb: ModuleType, tmp_path
     (tmp_path / "flickr8k-text-only-captions.tsv").write_text(
         "image\tcaption\nc.jpg\tA cat .\nc.jpg\tA red car .\n")
     assert qb.query_texts(tmp_path) == ["A dog .", "A cat .", "A red car ."]
+
+
+def test_cpu_accounting_charges_each_process_by_group(qb: ModuleType) -> None:
+    """`--cpu`: CPU ms per query per process group from two /proc snapshots."""
+    import os
+    import time
+
+    before = qb.cpu_snapshot()
+    assert os.getpid() in before[0] and before[1] > 0
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:  # burn 50 ms of this process's CPU
+        pass
+    after = qb.cpu_snapshot()
+    per_query = qb.cpu_by_process(before, after, {}, queries=10)
+    assert per_query["client"] >= 4.0  # ≥ 50 ms over 10 queries, charged to this process
+    assert per_query["machine"] >= per_query["client"] - 1.0  # tick rounding
+    # a process named by the bench is charged under its service name
+    named = qb.cpu_by_process(before, after, {os.getpid(): "gateway"}, queries=10)
+    assert named["gateway"] == per_query["client"] and "client" not in named
