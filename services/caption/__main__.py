@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from services.caption.worker import create_celery_app
+from services.caption.worker import WorkerContext, create_celery_app
 from shared.celery_app import CAPTION_QUEUE
 from shared.config import get_settings
 from shared.devices import set_torch_threads
@@ -23,7 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     set_torch_threads(settings.torch_threads)
     # stage latency and images by outcome (the solo pool: this process runs the tasks)
     start_metrics_server(settings.worker_metrics_port, settings.host)
-    app = create_celery_app(settings)
+    context = WorkerContext(settings)
+    app = create_celery_app(settings, context)
+    context.warm_up()  # the solo pool runs the tasks in this process: load its models now
     args = ["worker", "--queues", CAPTION_QUEUE, "--pool", "solo",
             "--loglevel", settings.log_level, "--hostname", "caption@%h"]
     app.worker_main(args + list(sys.argv[1:] if argv is None else argv))

@@ -1,14 +1,16 @@
 """The Celery transport around the pipeline: the `capsearch.caption_images` task.
 
-The task takes image ids (never objects), builds its dependencies once per worker process on
-first use, retries transient failures with exponential backoff and, when it gives up, marks the
-images of its batch that are not indexed yet `failed` with the reason.
+The task takes image ids (never objects), builds its dependencies once per worker process (at
+start-up, `WorkerContext.warm_up`, or else on first use), retries transient failures with
+exponential backoff and, when it gives up, marks the images of its batch that are not indexed
+yet `failed` with the reason.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -58,6 +60,20 @@ class WorkerContext:
                 create_schema(engine)
                 self._session_factory = make_session_factory(engine)
             return self._session_factory
+
+    def warm_up(self) -> bool:
+        """Build the models before the first task (the first batch would otherwise pay for
+        loading and freezing them); on failure log it and leave the build to the first task,
+        which retries it as usual. True when the models are ready."""
+        start = time.perf_counter()
+        try:
+            self.deps()
+        except Exception as exc:  # a failed start-up must not kill the worker
+            log.warning("models not loaded at start-up (the first task will try again): %s: %s",
+                        type(exc).__name__, exc)
+            return False
+        log.info("caption worker ready: models loaded in %.1f s", time.perf_counter() - start)
+        return True
 
     def deps(self) -> PipelineDeps:
         session_factory = self.session_factory()

@@ -111,3 +111,19 @@ def test_the_worker_builds_its_models_once(deps: PipelineDeps) -> None:
     context = WorkerContext(deps.settings, build_deps=build)  # type: ignore[arg-type]
     assert context.deps() is context.deps()
     assert built == [1]
+
+
+def test_warm_up_builds_the_models_before_any_task_and_survives_a_failure(deps: PipelineDeps
+                                                                         ) -> None:
+    built: list[int] = []
+
+    def build(_settings: Settings, _factory: object) -> PipelineDeps:
+        built.append(1)
+        if len(built) == 1:
+            raise FileNotFoundError("no projection head")
+        return deps
+
+    context = WorkerContext(deps.settings, build_deps=build)  # type: ignore[arg-type]
+    assert context.warm_up() is False  # logged, the worker still starts
+    assert context.warm_up() is True and built == [1, 1]
+    assert context.deps() is deps and built == [1, 1]  # the first task builds nothing more
