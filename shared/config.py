@@ -139,7 +139,8 @@ class Settings(BaseSettings):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     # the CPU passes of MiniLM (encoder service, caption worker) and of the CNN: auto = bf16 on
     # a CPU that runs it natively (AVX512-BF16 / AMX: MiniLM 1.6x, the CNN ~3x faster per core,
-    # vectors within 1e-3 cosine of fp32, retrieval unchanged: docs/benchmarks.md), else fp32
+    # CNN features within 0.995 cosine of fp32, retrieval unchanged: docs/benchmarks.md), else
+    # fp32; training (build-models, train-projection) always runs fp32
     encoder_precision: Literal["auto", "fp32", "bf16"] = "auto"
     backbone_precision: Literal["auto", "fp32", "bf16"] = "auto"
     torch_threads: int | None = None

@@ -176,7 +176,8 @@ def run_train_projection(args: argparse.Namespace) -> int:
     sets = training_sets(args)
     backbone = backbone_for(args, settings)
     feats = features_of(sets, backbone, cache_dir, map_views=0)
-    encoder = build_text_encoder(settings)
+    # fp32 on every machine, as the CNN features: the head is the same wherever it is built
+    encoder = build_text_encoder(settings, precision="fp32")
     photos = concat_photos([photos_for_training(s, f, encoder, cache_dir,
                                                 settings.embedding_model)
                             for s, f in zip(sets, feats, strict=True)])

@@ -20,6 +20,7 @@ from shared.web import install_error_handlers, install_request_context, install_
 
 log = logging.getLogger(__name__)
 
+
 def service_threads(settings: Settings) -> int:
     """Intra-op threads of the service's one inference thread: `torch_threads` when set, else
     half the cores it may use (a container's CPU quota included, not the node's cores). The
