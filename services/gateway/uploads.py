@@ -8,10 +8,10 @@ that points at them; a row is enqueued only once committed; a failed enqueue mar
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import anyio
 from sqlalchemy import select, update
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.gateway.images import status_url
 from shared.config import Settings
 from shared.db import ImageRecord, ImageStatus
+from shared.devices import cpu_streams
 from shared.errors import (
     BadRequest,
     CapsearchError,
@@ -36,6 +37,9 @@ from shared.storage import BlobStore, original_key, thumbnail_key
 log = logging.getLogger(__name__)
 
 Factory = sessionmaker[Session]
+T = TypeVar("T")
+R = TypeVar("R")
+MAX_DEFAULT_CONCURRENCY = 4
 
 
 class UploadSource(Protocol):
@@ -105,26 +109,57 @@ def check_named(data: bytes, *, name: str, settings: Settings) -> tuple[str, str
     return img.sha256, img.format, img.width, img.height, thumb
 
 
+def upload_concurrency(settings: Settings) -> int:
+    """Files of one request handled at a time: the setting, else the usable cores (at most 4)."""
+    return settings.upload_concurrency or min(MAX_DEFAULT_CONCURRENCY, cpu_streams())
+
+
+async def in_order(items: Sequence[T], fn: Callable[[int, T], Awaitable[R]], limit: int
+                   ) -> list[R]:
+    """`fn(position, item)` for every item, at most `limit` at a time, the results in item
+    order. Every call runs to its end; then the first failure in item order is raised (so an
+    error names the same file whatever finished first)."""
+    results: list[R | None] = [None] * len(items)
+    errors: list[BaseException | None] = [None] * len(items)
+    gate = anyio.Semaphore(max(1, limit))
+
+    async def run(position: int, item: T) -> None:
+        async with gate:
+            try:
+                results[position] = await fn(position, item)
+            except Exception as exc:  # raised below, in item order
+                errors[position] = exc
+
+    async with anyio.create_task_group() as tasks:
+        for position, item in enumerate(items):
+            tasks.start_soon(run, position, item)
+    for error in errors:
+        if error is not None:
+            raise error
+    return results  # type: ignore[return-value]
+
+
 async def validate_uploads(*, uploads: Sequence[UploadSource], settings: Settings
                            ) -> list[CheckedUpload]:
-    """Check every file (decode in the thread pool); the first bad one raises, naming it."""
+    """Check every file, `upload_concurrency` at a time (decoding in the thread pool releases
+    the GIL, so one request uses several cores); the first bad one raises, naming it."""
     if not uploads:
         raise ValidationFailed("files: at least one file is required")
     if len(uploads) > settings.max_files_per_request:
         raise BadRequest(f"files: {len(uploads)} files; the limit is "
                          f"{settings.max_files_per_request} per request", code="too_many_files")
-    checked = []
-    for position, upload in enumerate(uploads, start=1):
+
+    async def check(index: int, upload: UploadSource) -> CheckedUpload:
         filename = clean_filename(upload.filename)
-        name = filename or f"file #{position}"
+        name = filename or f"file #{index + 1}"
         data = await read_capped(upload, name=name, max_bytes=settings.max_upload_bytes)
         sha, fmt, width, height, thumb = await anyio.to_thread.run_sync(
             partial(check_named, data, name=name, settings=settings))
-        checked.append(CheckedUpload(upload=upload, name=name, filename=filename, sha256=sha,
-                                     format=fmt,
-                                     width=width, height=height, size_bytes=len(data),
-                                     thumbnail=thumb))
-    return checked
+        return CheckedUpload(upload=upload, name=name, filename=filename, sha256=sha,
+                             format=fmt, width=width, height=height, size_bytes=len(data),
+                             thumbnail=thumb)
+
+    return await in_order(uploads, check, upload_concurrency(settings))
 
 
 # ---- blocking steps (run in the thread pool) ---------------------------------------------------
@@ -214,12 +249,15 @@ def mark_failed(factory: Factory, ids: Sequence[int], reason: str) -> None:
 
 async def store_new(*, items: Sequence[CheckedUpload], source: str, settings: Settings,
                     factory: Factory, store: BlobStore) -> dict[str, Stored]:
-    """Blobs first, then rows; if anything fails, no blob is left without a row."""
+    """Blobs first (`upload_concurrency` files at a time: each put waits on the blob store),
+    then rows; if anything fails, no blob is left without a row."""
+    async def put(_index: int, item: CheckedUpload) -> None:
+        data = await read_capped(item.upload, name=item.name,
+                                 max_bytes=settings.max_upload_bytes)
+        await anyio.to_thread.run_sync(put_blobs, store, item, data)
+
     try:
-        for item in items:
-            data = await read_capped(item.upload, name=item.name,
-                                     max_bytes=settings.max_upload_bytes)
-            await anyio.to_thread.run_sync(put_blobs, store, item, data)
+        await in_order(items, put, upload_concurrency(settings))
         return await anyio.to_thread.run_sync(insert_rows, factory, items, source)
     except Exception:
         await anyio.to_thread.run_sync(discard_orphans, factory, store,

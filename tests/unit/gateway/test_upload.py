@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select
 
 from shared.db import ImageRecord, ImageStatus
@@ -113,3 +114,76 @@ def test_filename_is_reduced_to_a_printable_base_name(gateway: Gateway) -> None:
     assert item["filename"] == "evilname.jpg"
     row = gateway.row(item["id"])
     assert row is not None and row.filename == "evilname.jpg"
+
+
+def test_a_request_with_two_bad_files_names_the_first_and_stores_nothing(gateway: Gateway
+                                                                         ) -> None:
+    """Files are checked several at a time; the error still names the first bad one in the
+    request's order, whichever finished first, and nothing of the request is stored."""
+    good = [(f"{i}.jpg", synthetic_jpeg(seed=i)) for i in range(6)]
+    files = [good[0], ("broken.jpg", b"\xff\xd8 not really a jpeg"), *good[1:5],
+             ("notes.txt", b"hello"), good[5]]
+    message = assert_error(gateway.upload(files), 415, "invalid_image")
+    assert message.startswith("broken.jpg: ")
+    assert gateway.row_count() == 0 and gateway.blob_files() == []
+    assert gateway.queue.ids == []
+
+
+def test_many_files_are_stored_with_their_own_bytes(gateway: Gateway) -> None:
+    """Concurrent checks and blob writes keep every file with its own row and blobs."""
+    files = [(f"{i}.jpg", synthetic_jpeg(seed=i)) for i in range(12)]
+    resp = gateway.upload(files)
+    assert resp.status_code == 202, resp.text
+    items = resp.json()["images"]
+    assert [i["filename"] for i in items] == [name for name, _ in files]
+    for item, (_, data) in zip(items, files, strict=True):
+        row = gateway.row(item["id"])
+        assert row is not None and row.filename == item["filename"]
+        assert gateway.context.store.get(original_key(row.sha256)) == data
+    assert len(gateway.blob_files()) == 24
+
+
+def test_in_order_keeps_order_bounds_concurrency_and_raises_the_first_failure() -> None:
+    import anyio
+
+    from services.gateway.uploads import in_order
+
+    running = peak = 0
+
+    async def work(position: int, delay: float) -> int:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await anyio.sleep(delay)
+        running -= 1
+        if position in (1, 3):
+            raise ValueError(f"item {position}")
+        return position * 10
+
+    async def main() -> None:
+        assert await in_order([0.02, 0.0, 0.01], lambda p, d: work(p + 10, d), 2) == [
+            100, 110, 120]
+        assert peak == 2
+        # item 3 fails first (no delay), item 1 later: the error is item 1's
+        try:
+            await in_order([0.0, 0.03, 0.0, 0.0], work, 4)
+        except ValueError as exc:
+            assert str(exc) == "item 1"
+        else:
+            raise AssertionError("no error raised")
+
+    anyio.run(main)
+
+
+def test_upload_concurrency_is_the_setting_else_the_usable_cores_up_to_4(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import shared.devices as devices
+    from services.gateway.uploads import upload_concurrency
+    from shared.config import Settings
+
+    monkeypatch.setattr(devices, "cgroup_cpu_quota", lambda: None)
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert upload_concurrency(Settings()) == 2
+    monkeypatch.setattr(devices.os, "sched_getaffinity", lambda _pid: set(range(32)))
+    assert upload_concurrency(Settings()) == 4
+    assert upload_concurrency(Settings(upload_concurrency=9)) == 9
