@@ -173,7 +173,7 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1)
     max_pixels: int = Field(60_000_000, ge=1)
     max_files_per_request: int = Field(64, ge=1)
-    # files of one upload request checked (decoded) and stored at a time; None = the usable
+    # files of one upload request checked (decoded, thumbnailed) at a time; None = the usable
     # cores, at most 4 (each decode may hold a full image: the pixel cap bounds it)
     upload_concurrency: int | None = Field(None, ge=1, le=64)
     thumbnail_px: int = Field(320, ge=16)

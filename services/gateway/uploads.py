@@ -116,19 +116,26 @@ def upload_concurrency(settings: Settings) -> int:
 
 async def in_order(items: Sequence[T], fn: Callable[[int, T], Awaitable[R]], limit: int
                    ) -> list[R]:
-    """`fn(position, item)` for every item, at most `limit` at a time, the results in item
-    order. Every call runs to its end; then the first failure in item order is raised (so an
-    error names the same file whatever finished first)."""
+    """`fn(position, item)` for every item, at most `limit` at a time (started in item
+    order), the results in item order. After a failure no further item starts (a dead blob
+    store is not retried once per file); the calls in flight run to their end, then the first
+    failure in item order is raised, so an error names the same file whatever finished first
+    (every item before it has started)."""
     results: list[R | None] = [None] * len(items)
     errors: list[BaseException | None] = [None] * len(items)
     gate = anyio.Semaphore(max(1, limit))
+    failed = False
 
     async def run(position: int, item: T) -> None:
+        nonlocal failed
         async with gate:
+            if failed:
+                return
             try:
                 results[position] = await fn(position, item)
             except Exception as exc:  # raised below, in item order
                 errors[position] = exc
+                failed = True
 
     async with anyio.create_task_group() as tasks:
         for position, item in enumerate(items):
@@ -249,15 +256,15 @@ def mark_failed(factory: Factory, ids: Sequence[int], reason: str) -> None:
 
 async def store_new(*, items: Sequence[CheckedUpload], source: str, settings: Settings,
                     factory: Factory, store: BlobStore) -> dict[str, Stored]:
-    """Blobs first (`upload_concurrency` files at a time: each put waits on the blob store),
-    then rows; if anything fails, no blob is left without a row."""
-    async def put(_index: int, item: CheckedUpload) -> None:
-        data = await read_capped(item.upload, name=item.name,
-                                 max_bytes=settings.max_upload_bytes)
-        await anyio.to_thread.run_sync(put_blobs, store, item, data)
-
+    """Blobs first, then rows; if anything fails, no blob is left without a row. One file at
+    a time on purpose: with several puts in flight, a blob store dying mid-request leaves the
+    others hanging until their read timeout (the request then answers after it, not at the
+    first failure), and a put abandoned to answer sooner could land after the clean-up."""
     try:
-        await in_order(items, put, upload_concurrency(settings))
+        for item in items:
+            data = await read_capped(item.upload, name=item.name,
+                                     max_bytes=settings.max_upload_bytes)
+            await anyio.to_thread.run_sync(put_blobs, store, item, data)
         return await anyio.to_thread.run_sync(insert_rows, factory, items, source)
     except Exception:
         await anyio.to_thread.run_sync(discard_orphans, factory, store,

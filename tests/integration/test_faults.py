@@ -112,15 +112,17 @@ def test_worker_sigkilled_mid_batch_repeatedly_indexes_everything_once(
     kills = 0
     rng = random.Random(7)
     while kills < 3:
+        # a batch the worker has not started yet (a fast worker may have finished the others)
         offset = faults.worker_log_size()
+        ids += upload(client, [photo() for _ in range(8)])
         deadline = time.monotonic() + 60
         while "caption_images start" not in faults.worker_log_since(offset):
             assert time.monotonic() < deadline, "the worker never started a batch"
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 0.8))
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.5))
         faults.restart("caption", signal.SIGKILL)
         kills += 1
-        ids += upload(client, [photo() for _ in range(4)])
+    ids += upload(client, [photo() for _ in range(4)])
     wait_indexed(faults, ids, timeout=240)
     assert_exactly_once(faults, ids)
 

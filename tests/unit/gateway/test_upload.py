@@ -130,7 +130,7 @@ def test_a_request_with_two_bad_files_names_the_first_and_stores_nothing(gateway
 
 
 def test_many_files_are_stored_with_their_own_bytes(gateway: Gateway) -> None:
-    """Concurrent checks and blob writes keep every file with its own row and blobs."""
+    """Concurrent checks keep every file with its own row and blobs."""
     files = [(f"{i}.jpg", synthetic_jpeg(seed=i)) for i in range(12)]
     resp = gateway.upload(files)
     assert resp.status_code == 202, resp.text
@@ -171,6 +171,18 @@ def test_in_order_keeps_order_bounds_concurrency_and_raises_the_first_failure() 
             assert str(exc) == "item 1"
         else:
             raise AssertionError("no error raised")
+        # after a failure nothing more starts (one at a time: item 1 fails, 2 and 3 never run)
+        started: list[int] = []
+
+        async def track(position: int, delay: float) -> int:
+            started.append(position)
+            return await work(position, delay)
+
+        try:
+            await in_order([0.0, 0.0, 0.0, 0.0], track, 1)
+        except ValueError as exc:
+            assert str(exc) == "item 1"
+        assert started == [0, 1]
 
     anyio.run(main)
 
