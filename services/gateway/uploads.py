@@ -110,17 +110,17 @@ def check_named(data: bytes, *, name: str, settings: Settings) -> tuple[str, str
 
 
 def upload_concurrency(settings: Settings) -> int:
-    """Files of one request handled at a time: the setting, else the usable cores (at most 4)."""
+    """Files of one request checked at a time: the setting, else the usable cores (at most 4)."""
     return settings.upload_concurrency or min(MAX_DEFAULT_CONCURRENCY, cpu_streams())
 
 
 async def in_order(items: Sequence[T], fn: Callable[[int, T], Awaitable[R]], limit: int
                    ) -> list[R]:
     """`fn(position, item)` for every item, at most `limit` at a time (started in item
-    order), the results in item order. After a failure no further item starts (a dead blob
-    store is not retried once per file); the calls in flight run to their end, then the first
-    failure in item order is raised, so an error names the same file whatever finished first
-    (every item before it has started)."""
+    order), the results in item order. After a failure no further item starts (a request
+    with a bad file is not decoded to its end); the calls in flight run to their end, then the
+    first failure in item order is raised, so an error names the same file whatever finished
+    first (every item before it has started)."""
     results: list[R | None] = [None] * len(items)
     errors: list[BaseException | None] = [None] * len(items)
     gate = anyio.Semaphore(max(1, limit))
