@@ -34,7 +34,7 @@ import torch
 
 from services.caption.captioners.backbone import EfficientNetBackbone
 from services.caption.projection import ProjectionHead
-from services.caption.training.datasets import load_folder
+from services.caption.training.datasets import CaptionedImages, load_folder
 from services.caption.training.features import cached_features
 from services.caption.training.retrieval_metrics import caption_ranks, extrapolate, summarise
 from services.caption.training.train_projection import (
@@ -88,17 +88,18 @@ def run(args: argparse.Namespace) -> dict[str, dict[str, dict[str, float]]]:
                                       precision=args.serve_precision))
     encoder = build_text_encoder(settings.model_copy(update={"device": "cpu"}),
                                  precision="fp32")
+
+    def photos(data: CaptionedImages, cnn: EfficientNetBackbone) -> TrainingPhotos:
+        feats = cached_features(data.paths, settings.cache_dir, cnn, map_views=0,
+                                desc=f"CNN features of {data.name} ({cnn.precision})")
+        return photos_for_training(data, feats, encoder, settings.cache_dir,
+                                   settings.embedding_model)
+
     sets, served = {}, {}
     for name in ("flickr8k-dev", "coco-mini-train", "coco-mini-val"):
         data = load_folder(root / name)
-        for cnn, into in ((backbone, sets), (served_by, served)):
-            if into is served and cnn is backbone:
-                served[name] = sets[name]
-                continue
-            feats = cached_features(data.paths, settings.cache_dir, cnn, map_views=0,
-                                    desc=f"CNN features of {name} ({cnn.precision})")
-            into[name] = photos_for_training(data, feats, encoder, settings.cache_dir,
-                                             settings.embedding_model)
+        sets[name] = photos(data, backbone)
+        served[name] = sets[name] if served_by is backbone else photos(data, served_by)
     flickr, extra = sets["flickr8k-dev"], sets["coco-mini-train"]
     scored, val = served["flickr8k-dev"], served["coco-mini-val"]
     options = ProjectionTrainOptions()

@@ -16,8 +16,6 @@ when present.
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -30,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality_cv import subset  # noqa: E402
 
+from capsearch.commands.train import write_subset  # noqa: E402
 from services.caption.captioners.backbone import EfficientNetBackbone  # noqa: E402
 from services.caption.captioners.sat import SatCaptioner  # noqa: E402
-from services.caption.training.datasets import CaptionedImages, load_folder  # noqa: E402
+from services.caption.training.datasets import load_folder  # noqa: E402
 from services.caption.training.features import cached_features  # noqa: E402
 from services.caption.training.retrieval_metrics import caption_ranks, summarise  # noqa: E402
 from services.caption.training.text_vectors import cached_text_vectors  # noqa: E402
@@ -47,22 +46,6 @@ from shared.config import get_settings  # noqa: E402
 from shared.devices import set_torch_threads  # noqa: E402
 from shared.images import decode_rgb  # noqa: E402
 from shared.vectors import l2_normalize  # noqa: E402
-
-
-def write_folder(data: CaptionedImages, rows: np.ndarray, out: Path) -> Path:
-    """A shared-format folder of some photos (symlinks) and their captions."""
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    with open(out / "captions.tsv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, delimiter="\t")
-        writer.writerow(["image", "caption"])
-        for i in rows:
-            path = data.paths[i]
-            link = out / "images" / path.name
-            if not link.exists():
-                os.symlink(path.resolve(), link)
-            for caption in data.captions[i]:
-                writer.writerow([path.name, caption])
-    return out
 
 
 def train_sat(train_dir: Path, datasets: Path, out: Path) -> Path:
@@ -123,7 +106,8 @@ def main() -> int:
     ranks: dict[str, list[np.ndarray]] = {}
     for name, held in (("a", np.sort(order[:n // 2])), ("b", np.sort(order[n // 2:]))):
         kept = np.setdiff1d(np.arange(n), held)
-        train_dir = write_folder(fdata, kept, work / f"{name}-train")
+        train_dir = write_subset(root / "flickr8k-dev", {fdata.paths[i].name for i in kept},
+                                 work / f"{name}-train")
         checkpoint = train_sat(train_dir, root, work / f"sat-{name}.pt")
         head = train_projection(concat_photos([subset(flickr, kept), extra]),
                                 image_size=backbone.image_size, options=options)

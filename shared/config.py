@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.devices import Precision
+
 PLACEHOLDER_SECRETS = {"", "changeme", "changethis", "minioadmin", "secret", "password"}
 MIN_SERVICE_TOKEN_CHARS = 16
 
@@ -141,8 +143,8 @@ class Settings(BaseSettings):
     # a CPU that runs it natively (AVX512-BF16 / AMX: MiniLM 1.6x, the CNN ~3x faster per core,
     # CNN features within 0.995 cosine of fp32, retrieval unchanged: docs/benchmarks.md), else
     # fp32; training (build-models, train-projection) always runs fp32
-    encoder_precision: Literal["auto", "fp32", "bf16"] = "auto"
-    backbone_precision: Literal["auto", "fp32", "bf16"] = "auto"
+    encoder_precision: Precision = "auto"
+    backbone_precision: Precision = "auto"
     torch_threads: int | None = None
     # on a CPU the caption worker runs its model passes single-threaded, this many in parallel
     # (None = one per core it may use, a container's CPU quota included): ~2.5x the throughput

@@ -232,23 +232,28 @@ def split_folder(source: Path, out_dir: Path, held_out: int, seed: int = 0) -> t
 
     with (source / "captions.tsv").open(newline="") as f:
         rows = list(csv.reader(f, delimiter="\t"))
-    header, rows = rows[0], rows[1:]
-    images = sorted({r[0] for r in rows})
+    images = sorted({r[0] for r in rows[1:]})
     random.Random(seed).shuffle(images)
-    parts = {"train": set(images[:-held_out]), "val": set(images[-held_out:])}
-    folders = []
-    for part, keep in parts.items():
-        folder = out_dir / f"{source.name}-{part}"
-        (folder / "images").mkdir(parents=True, exist_ok=True)
-        for name in keep:
-            link = folder / "images" / name
-            if not link.exists():
-                link.symlink_to((source / "images" / name).resolve())
-        with (folder / "captions.tsv").open("w") as f:
-            f.write("\t".join(header) + "\n")
-            f.writelines("\t".join(r) + "\n" for r in rows if r[0] in keep)
-        folders.append(folder)
-    return folders[0], folders[1]
+    return (write_subset(source, set(images[:-held_out]), out_dir / f"{source.name}-train"),
+            write_subset(source, set(images[-held_out:]), out_dir / f"{source.name}-val"))
+
+
+def write_subset(source: Path, keep: set[str], folder: Path) -> Path:
+    """Some photos of a shared-format folder as a folder of its own: their images symlinked,
+    their rows of captions.tsv."""
+    import csv
+
+    with (source / "captions.tsv").open(newline="") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    for name in keep:
+        link = folder / "images" / name
+        if not link.exists():
+            link.symlink_to((source / "images" / name).resolve())
+    with (folder / "captions.tsv").open("w") as f:
+        f.write("\t".join(rows[0]) + "\n")
+        f.writelines("\t".join(r) + "\n" for r in rows[1:] if r[0] in keep)
+    return folder
 
 
 def run_build_models(args: argparse.Namespace) -> int:

@@ -227,9 +227,8 @@ class EfficientNetBackbone:
         """The frozen TorchScript copy on a CPU (the eager network if it cannot be frozen),
         the eager network elsewhere; in bf16, a bf16 copy of the weights (the fp32 network
         stays what `module` hands out)."""
-        passes = _Passes(self._model)
-        if self.precision == "bf16":
-            passes = _Passes(fold_batch_norms(self._model).to(torch.bfloat16), torch.bfloat16)
+        passes = (_Passes(fold_batch_norms(self._model).to(torch.bfloat16), torch.bfloat16)
+                  if self.precision == "bf16" else _Passes(self._model))
         if self.jit:
             example = torch.zeros(CPU_CHUNK, 3, self.image_size, self.image_size)
             frozen = _freeze(passes, example.contiguous(memory_format=torch.channels_last))
