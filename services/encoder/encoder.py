@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
 import os
 import threading
@@ -108,9 +108,11 @@ class TextEncoder:
 class BertTextEncoder(TextEncoder):
     """Any BERT-family checkpoint directory: mean pooling over the attention mask + L2 norm.
 
-    `precision="bf16"` runs the transformer under bf16 autocast (weights stay fp32, matmuls
-    accumulate in fp32; pooling and the norm are fp32): on a CPU with AVX512-BF16 the forward
-    pass is ~1.5x faster and each vector is within 1e-4 cosine of the fp32 one.
+    `precision="bf16"` runs every `Linear` layer on a bf16 copy of its weights, made once at
+    load (inputs cast to bf16, outputs back to fp32; embeddings, layer norms, softmax, pooling
+    and the norm stay fp32). bf16 autocast gives the same vectors but casts the 22 M weights
+    again on every call: at one query per forward that made it slower than fp32 on an AMX
+    Xeon. Vectors stay within 1e-4 cosine of fp32 (`bench/encoder_bench.py`).
     """
 
     def __init__(self, model_dir: Path | str | None = None, *, name: str = "all-MiniLM-L6-v2",
@@ -137,7 +139,10 @@ class BertTextEncoder(TextEncoder):
             raise FileNotFoundError(f"no model checkpoint (config.json) in {self.model_dir}")
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
         model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
-        self._model = model.to(self.device).eval()
+        model = model.to(self.device).eval()
+        if self.precision == "bf16":
+            _linears_to_bf16(model)
+        self._model = model
         self.dim = int(model.config.hidden_size)
 
     def _encode(self, batch: list[str]) -> NDArray[np.float32]:
@@ -147,16 +152,44 @@ class BertTextEncoder(TextEncoder):
             tokens = self._tokenizer(batch, padding=True, truncation=True,
                                      max_length=self.max_length, return_tensors="pt")
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
-        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16)
-                    if self.precision == "bf16" else contextlib.nullcontext())
         with torch.inference_mode():
-            with autocast:
-                hidden = self._model(**tokens).last_hidden_state
-            hidden = hidden.float()
+            hidden = self._model(**tokens).last_hidden_state.float()
             mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
         return pooled.float().cpu().numpy()
+
+
+@functools.cache
+def _bf16_linear_type() -> type:
+    """A frozen `Linear` that multiplies in bf16 and hands fp32 on (see `BertTextEncoder`);
+    made on first use so that importing this module needs no torch."""
+    import torch
+
+    class Bf16Linear(torch.nn.Module):
+        def __init__(self, linear: torch.nn.Linear) -> None:
+            super().__init__()
+            self.register_buffer("weight", linear.weight.detach().to(torch.bfloat16))
+            bias = linear.bias
+            self.register_buffer("bias", None if bias is None
+                                 else bias.detach().to(torch.bfloat16))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.linear(x.to(torch.bfloat16), self.weight,
+                                              self.bias).float()
+
+    return Bf16Linear
+
+
+def _linears_to_bf16(module: Any) -> None:
+    """Replace every `torch.nn.Linear` under `module` by its bf16 copy, in place."""
+    import torch
+
+    for name, child in module.named_children():
+        if isinstance(child, torch.nn.Linear):
+            setattr(module, name, _bf16_linear_type()(child))
+        else:
+            _linears_to_bf16(child)
 
 
 def build_text_encoder(settings: Settings, *, precision: Precision | None = None,

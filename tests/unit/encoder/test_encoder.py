@@ -100,6 +100,13 @@ def test_bf16_precision_stays_close_to_fp32(tiny_bert_dir: Path,
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     cosines = (vectors * tiny_encoder.encode(TEXTS)).sum(axis=1)
     assert cosines.min() > 0.99
+    # every matmul runs on bf16 weights made once at load (no per-call autocast of fp32 weights)
+    import torch
+
+    assert not any(isinstance(m, torch.nn.Linear) for m in bf16._model.modules())
+    linears = [m for m in bf16._model.modules() if type(m).__name__ == "Bf16Linear"]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert all(p.dtype == torch.float32 for p in bf16._model.parameters())  # norms, embeddings
 
 
 def test_precision_is_fp32_by_default_and_auto_picks_by_hardware(tiny_bert_dir: Path) -> None:
