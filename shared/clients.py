@@ -36,6 +36,7 @@ from shared.schemas import (
     SearchRequest,
     SearchResponse,
 )
+from shared.transport import LeanAsyncTransport
 
 
 class TextEncoderClient(Protocol):
@@ -89,9 +90,15 @@ class AsyncIndexClient(Protocol):
 # internal services accept calls only with the shared token (settings.service_token)
 SERVICE_TOKEN_HEADER = "X-Service-Token"
 # an idle connection is dropped here (2 s) before uvicorn drops it (5 s): otherwise a request
-# sent on a connection the server is closing at that instant fails ("search unreachable")
+# sent on a connection the server is closing at that instant fails ("search unreachable").
+# The async clients' `LeanAsyncTransport` (the gateway's query path) applies the same limits
 POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20,
                            keepalive_expiry=2.0)
+
+
+def _async_transport(transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncBaseTransport:
+    """The transport a caller (a test) passed in, else the lean one of the query path."""
+    return transport if transport is not None else LeanAsyncTransport(POOL_LIMITS)
 
 
 def _headers() -> dict[str, str]:
@@ -253,7 +260,8 @@ class AsyncHttpEncoderClient:
     def __init__(self, base_url: str, timeout: float = 30.0,
                  transport: httpx.AsyncBaseTransport | None = None,
                  service_token: str | None = None) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport,
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout,
+                                       transport=_async_transport(transport),
                                        headers=_auth_headers(service_token), limits=POOL_LIMITS)
 
     async def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
@@ -275,7 +283,8 @@ class AsyncHttpIndexClient:
     def __init__(self, base_url: str, timeout: float = 30.0,
                  transport: httpx.AsyncBaseTransport | None = None,
                  service_token: str | None = None) -> None:
-        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport,
+        self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout,
+                                       transport=_async_transport(transport),
                                        headers=_auth_headers(service_token), limits=POOL_LIMITS)
 
     async def _call(self, method: str, path: str, json: Any = None,

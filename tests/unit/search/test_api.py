@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
@@ -17,6 +18,7 @@ from shared.clients import AsyncHttpIndexClient
 from shared.config import Settings
 from shared.errors import CapsearchError
 from shared.schemas import IndexChangeResponse
+from tests.support.asgiserver import serve_asgi
 from tests.unit.search.conftest import DIM, StoreVectors, clustered
 
 
@@ -156,3 +158,26 @@ def test_the_shared_http_client_speaks_this_api(settings: Settings, service: Ind
 
     with TestClient(app):  # runs the lifespan (thread pool) for the ASGI transport below
         anyio.run(_round_trip)
+
+
+def test_the_shared_http_client_speaks_this_api_over_real_http(
+        settings: Settings, service: IndexService, vectors: np.ndarray) -> None:
+    """The same calls on the client's default transport (LeanAsyncTransport) to uvicorn."""
+
+    async def _round_trip() -> None:
+        async with serve_asgi(create_app(settings, service), lifespan="on") as url:
+            index = AsyncHttpIndexClient(url)
+            try:
+                assert await index.add([1, 2, 3], vectors[:3]) == IndexChangeResponse(
+                    count=3, size=3)
+                assert (await index.search(vectors[1], 2)).hits[0].image_id == 2
+                assert await index.remove([2]) == IndexChangeResponse(count=1, size=2)
+                assert (await index.stats()).size == 2
+                with pytest.raises(CapsearchError) as refused:
+                    await index.search(vectors[1][:4], 2)
+                assert (refused.value.status_code, refused.value.code) == (
+                    422, "validation_error")
+            finally:
+                await index.aclose()
+
+    asyncio.run(_round_trip())
