@@ -43,10 +43,18 @@ def extrapolate(ranks: NDArray[np.integer], pool: int, target_pool: int,
     """
     b = np.asarray(ranks, dtype=np.float64) - 1
     others = pool - 1
-    out: dict[str, float] = {}
-    for k in (1, 5, 10):
-        p = betabinom.cdf(k - 1, target_pool - 1, b + prior, others - b + prior)
-        out[f"r{k}"] = round(100.0 * float(np.mean(p)), 1)
-    medians = betabinom.median(target_pool - 1, b + prior, others - b + prior) + 1
-    out["median_rank"] = float(np.median(medians))
+
+    def share(k: int) -> float:
+        """The expected fraction of queries whose photo ranks ≤ k in the target pool."""
+        return float(np.mean(betabinom.cdf(k - 1, target_pool - 1, b + prior,
+                                           others - b + prior)))
+
+    out = {f"r{k}": round(100.0 * share(k), 1) for k in (1, 5, 10)}
+    # the median of the expected rank distribution: the least k with share(k) ≥ ½ (bisection;
+    # the median of per-query medians can sit below a rank whose recall is under 50 %)
+    low, high = 1, target_pool
+    while low < high:
+        mid = (low + high) // 2
+        low, high = (low, mid) if share(mid) >= 0.5 else (mid + 1, high)
+    out["median_rank"] = float(low)
     return out
