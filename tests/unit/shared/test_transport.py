@@ -298,7 +298,7 @@ def test_a_server_that_never_answers_is_a_read_timeout(run: Run[None]) -> None:
             start = time.monotonic()
             with pytest.raises(httpx.ReadTimeout) as caught:
                 await client.post(server.url, json={})
-            assert 0.15 < time.monotonic() - start < 1.0
+            assert 0.15 < time.monotonic() - start < 5.0  # the timeout, not the 60 s sleep
             assert caught.value.request.method == "POST"
 
     run(main())
