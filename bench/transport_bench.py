@@ -6,7 +6,8 @@
 A uvicorn server in its own process answers every POST with a ~2.8 KB JSON body (a 384-float
 vector, as the encoder does); the client sends a search-sized JSON body with the gateway's
 headers, one request at a time, through `httpx.AsyncClient` with (a) its default transport and
-(b) `LeanAsyncTransport`, and (c) through `LeanAsyncTransport` alone. Rounds alternate between
+(b) `LeanAsyncTransport`, and (c) as the gateway's clients now call: `LeanAsyncTransport` without
+AsyncClient (`shared.clients._AsyncService`). Rounds alternate between
 them so that a neighbour's load hits all alike. Reported per request: client-process CPU
 (`time.process_time`, what the gateway pays; it includes the kernel's loopback send) and wall
 time (which includes the server's share).
@@ -27,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from shared.clients import _AsyncService
 from shared.transport import LeanAsyncTransport
 
 VECTOR = [round(math.sin(i), 3) for i in range(384)]
@@ -87,23 +89,18 @@ async def run_requests(send: Send, n: int) -> tuple[float, float]:
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
-def senders(url: str) -> tuple[dict[str, Send], list[httpx.AsyncClient | LeanAsyncTransport]]:
-    """(a) httpx's default transport, (b) the lean one under the same AsyncClient, and (c) the
-    lean transport alone on a prebuilt request: what is left of (b) is AsyncClient's own work."""
+def senders(url: str) -> tuple[dict[str, Send], list[Any]]:
+    """(a) httpx's default transport, (b) the lean one under `httpx.AsyncClient`, and (c) the
+    way the gateway's clients call now: a fresh `httpx.Request` per call handed straight to
+    the lean transport (`shared.clients._AsyncService`); (b) − (c) is AsyncClient's own work."""
     default = httpx.AsyncClient(timeout=30.0)
     lean = httpx.AsyncClient(timeout=30.0, transport=LeanAsyncTransport())
-    bare = LeanAsyncTransport()
-    prebuilt = httpx.Request("POST", url, content=REQUEST, headers=HEADERS,
-                             extensions={"timeout": httpx.Timeout(30.0).as_dict()})
-
-    async def bare_send() -> httpx.Response:
-        resp = await bare.handle_async_request(prebuilt)
-        await resp.aread()
-        return resp
-
+    base, path = url.rsplit("/v1/", 1)
+    direct = _AsyncService("bench", base, 30.0, None, HEADERS["X-Service-Token"])
     return ({"httpx": lambda: default.post(url, content=REQUEST, headers=HEADERS),
              "lean": lambda: lean.post(url, content=REQUEST, headers=HEADERS),
-             "lean-bare": bare_send}, [default, lean, bare])
+             "clients": lambda: direct.call("POST", "/v1/" + path, content=REQUEST)},
+            [default, lean, direct])
 
 
 async def bench(url: str, n: int, rounds: int) -> dict[str, dict[str, float]]:
@@ -155,7 +152,7 @@ def main() -> None:
     print(f"{'transport':<10} {'client CPU us/req':>18} {'wall us/req':>12}")
     for name, row in result.items():
         print(f"{name:<10} {row['cpu_us']:>18.1f} {row['wall_us']:>12.1f}")
-    print("(lean-bare: the lean transport without httpx.AsyncClient, on one prebuilt request)")
+    print("(clients: the lean transport without httpx.AsyncClient, as shared/clients.py calls)")
     cpu_ratio = result["httpx"]["cpu_us"] / result["lean"]["cpu_us"]
     print(f"client CPU: lean takes {1 / cpu_ratio:.0%} of httpx's ({cpu_ratio:.1f}x less)")
     if args.json:
