@@ -1,16 +1,18 @@
 """The text encoder (MiniLM-L6) on a CPU: CPU time per text by batch size and precision.
 
 Encodes real human captions (flickr8k-dev under CAPSEARCH_DATASETS_DIR) in batches of the
-sizes given, on one thread (the encoder service runs one inference thread), three ways:
+sizes given, on one thread (the encoder service runs one inference thread), four ways:
 
 - `fp32`: the model as loaded;
 - `bf16 autocast`: the fp32 model under `torch.autocast(bfloat16)` (how the service ran bf16
   until 2026-11-29: autocast casts every weight again on every forward);
+- `bf16 unpacked`: bf16 copies of the `Linear` weights made once at load, plain `linear` calls;
 - `bf16`: `BertTextEncoder(precision="bf16")`, the default on a CPU with AVX512-BF16 or AMX:
-  bf16 copies of the `Linear` weights made once at load.
+  the same weights also packed once into oneDNN's layout.
 
-Reports CPU ms per text (process time, so other load on the machine barely moves it) and how
-far each way's vectors are from fp32's (min and mean cosine over every caption used).
+Reports CPU ms per text (process time; the ways interleaved batch by batch, best of three
+passes: other load on the machine can only add to it) and how far each way's vectors are from
+fp32's (min and mean cosine over every caption used).
 
     python bench/encoder_bench.py [--texts 240] [--batches 1,3,8,64] [--json]
 
@@ -56,14 +58,32 @@ def autocast_of(encoder: BertTextEncoder) -> Encode:
     return encode
 
 
-def ms_per_text(encode: Encode, texts: list[str], batch: int) -> float:
+def unpacked(encoder: BertTextEncoder) -> BertTextEncoder:
+    """The bf16 encoder with its oneDNN-packed weights dropped (plain bf16 `linear` calls)."""
+    for module in encoder._model.modules():
+        if hasattr(module, "packed"):
+            module.packed = None
+    return encoder
+
+
+def ms_per_text(ways: dict[str, Encode], texts: list[str], batch: int, rounds: int = 3
+                ) -> dict[str, float]:
+    """CPU ms per text of each way, interleaved batch by batch (so that a shared VM's drifts
+    hit every way alike), best of `rounds` passes (interference only adds)."""
     batches = [texts[i:i + batch] for i in range(0, len(texts), batch)]
-    for b in batches[:2]:  # warm-up
-        encode(b)
-    start = time.process_time()
-    for b in batches:
-        encode(b)
-    return 1000 * (time.process_time() - start) / len(texts)
+    for encode in ways.values():  # warm-up
+        for b in batches[:2]:
+            encode(b)
+    best = dict.fromkeys(ways, float("inf"))
+    for _ in range(rounds):
+        spent = dict.fromkeys(ways, 0.0)
+        for b in batches:
+            for name, encode in ways.items():
+                start = time.process_time()
+                encode(b)
+                spent[name] += time.process_time() - start
+        best = {name: min(best[name], spent[name]) for name in ways}
+    return {name: 1000 * seconds / len(texts) for name, seconds in best.items()}
 
 
 def main() -> int:
@@ -77,18 +97,19 @@ def main() -> int:
     texts = captions(settings.datasets_dir, args.texts)
     batches = [int(b) for b in args.batches.split(",")]
 
-    fp32 = BertTextEncoder(settings.encoder_model_dir, device="cpu", precision="fp32")
-    bf16 = BertTextEncoder(settings.encoder_model_dir, device="cpu", precision="bf16")
-    fp32.load()
-    bf16.load()
+    fp32, bf16, bf16_plain = (BertTextEncoder(settings.encoder_model_dir, device="cpu",
+                                              precision=p) for p in ("fp32", "bf16", "bf16"))
+    for encoder in (fp32, bf16, bf16_plain):
+        encoder.load()
     ways: dict[str, Encode] = {"fp32": fp32._encode, "bf16 autocast": autocast_of(fp32),
+                               "bf16 unpacked": unpacked(bf16_plain)._encode,
                                "bf16": bf16._encode}
     reference = np.concatenate([fp32._encode(texts[i:i + 8]) for i in range(0, len(texts), 8)])
 
-    result: dict[str, dict[str, float]] = {}
+    by_batch = {b: ms_per_text(ways, texts, b) for b in batches}
+    result = {name: {str(b): round(by_batch[b][name], 3) for b in batches} for name in ways}
     agreement: dict[str, dict[str, float]] = {}
     for name, encode in ways.items():
-        result[name] = {str(b): round(ms_per_text(encode, texts, b), 3) for b in batches}
         vectors = np.concatenate([encode(texts[i:i + 8]) for i in range(0, len(texts), 8)])
         cos = (vectors * reference).sum(axis=1)
         agreement[name] = {"min": round(float(cos.min()), 6), "mean": round(float(cos.mean()), 6)}
