@@ -323,23 +323,21 @@ class AsyncHttpIndexClient:
                  service_token: str | None = None) -> None:
         self._http = _AsyncService(self.service, base_url, timeout, transport, service_token)
 
-    async def _call(self, method: str, path: str, json: Any = None,
-                    content: bytes | None = None) -> httpx.Response:
-        return await self._http.call(method, path, json=json, content=content)
-
     async def add(self, image_ids: Sequence[int], vectors: NDArray[np.float32]
                   ) -> IndexChangeResponse:
-        resp = await self._call("POST", "/v1/index/add", _add_body(image_ids, vectors))
+        resp = await self._http.call("POST", "/v1/index/add",
+                                     json=_add_body(image_ids, vectors))
         return IndexChangeResponse.model_validate(resp.json())
 
     async def remove(self, image_ids: Sequence[int]) -> IndexChangeResponse:
         body = IndexRemoveRequest(image_ids=[int(i) for i in image_ids]).model_dump()
-        resp = await self._call("POST", "/v1/index/remove", body)
+        resp = await self._http.call("POST", "/v1/index/remove", json=body)
         return IndexChangeResponse.model_validate(resp.json())
 
     async def search(self, vector: NDArray[np.float32], k: int, nprobe: int | None = None
                      ) -> SearchResponse:
-        resp = await self._call("POST", "/v1/search", content=_search_body(vector, k, nprobe))
+        resp = await self._http.call("POST", "/v1/search",
+                                     content=_search_body(vector, k, nprobe))
         return SearchResponse.model_validate_json(resp.content)
 
     async def rebuild(self) -> RebuildResponse:
@@ -351,15 +349,15 @@ class AsyncHttpIndexClient:
         return _rebuild_result(status)
 
     async def start_rebuild(self) -> RebuildStatus:
-        resp = await self._call("POST", "/v1/index/rebuild")
+        resp = await self._http.call("POST", "/v1/index/rebuild")
         return RebuildStatus.model_validate(resp.json())
 
     async def rebuild_status(self) -> RebuildStatus:
-        resp = await self._call("GET", "/v1/index/rebuild")
+        resp = await self._http.call("GET", "/v1/index/rebuild")
         return RebuildStatus.model_validate(resp.json())
 
     async def stats(self) -> IndexStats:
-        resp = await self._call("GET", "/v1/index/stats")
+        resp = await self._http.call("GET", "/v1/index/stats")
         return IndexStats.model_validate(resp.json())
 
     async def aclose(self) -> None:
