@@ -36,7 +36,7 @@ from shared.schemas import (
     SearchRequest,
     SearchResponse,
 )
-from shared.transport import LeanAsyncTransport
+from shared.transport import POOL_LIMITS, LeanAsyncTransport
 
 
 class TextEncoderClient(Protocol):
@@ -89,11 +89,6 @@ class AsyncIndexClient(Protocol):
 
 # internal services accept calls only with the shared token (settings.service_token)
 SERVICE_TOKEN_HEADER = "X-Service-Token"
-# an idle connection is dropped here (2 s) before uvicorn drops it (5 s): otherwise a request
-# sent on a connection the server is closing at that instant fails ("search unreachable").
-# The async clients' `LeanAsyncTransport` (the gateway's query path) applies the same limits
-POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20,
-                           keepalive_expiry=2.0)
 
 
 def _headers() -> dict[str, str]:
@@ -264,7 +259,7 @@ class _AsyncService:
         self._base = base_url.rstrip("/")
         self._urls: dict[str, httpx.URL] = {}
         self._timeout = httpx.Timeout(timeout).as_dict()
-        self._transport = transport if transport is not None else LeanAsyncTransport(POOL_LIMITS)
+        self._transport = transport if transport is not None else LeanAsyncTransport()
         self._auth = _auth_headers(service_token)
 
     def _url(self, path: str) -> httpx.URL:

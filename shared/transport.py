@@ -22,9 +22,11 @@ import httpx
 
 # an internal response (a vector, a page of hits) usually arrives in one or two reads
 READ_SIZE = 64 * 1024
-# the same numbers as `shared.clients.POOL_LIMITS`, which the clients pass in
-DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20,
-                              keepalive_expiry=2.0)
+# the internal clients' pool (sync ones on httpx's transport, async ones on this one): an idle
+# connection is dropped here (2 s) before uvicorn drops it (5 s): otherwise a request sent on a
+# connection the server is closing at that instant fails ("search unreachable")
+POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20,
+                           keepalive_expiry=2.0)
 # the stale-connection errors: the server closed an idle connection as the request went out
 _DISCONNECTS = (httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError)
 
@@ -119,7 +121,7 @@ class LeanAsyncTransport(httpx.AsyncBaseTransport):
     origin, each dropped after `keepalive_expiry` seconds idle.
     """
 
-    def __init__(self, limits: httpx.Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, limits: httpx.Limits = POOL_LIMITS) -> None:
         self._limits = limits
         self._expiry = (limits.keepalive_expiry if limits.keepalive_expiry is not None
                         else float("inf"))
