@@ -162,7 +162,7 @@ def test_the_shared_http_client_speaks_this_api(settings: Settings, service: Ind
 
 def test_the_shared_http_client_speaks_this_api_over_real_http(
         settings: Settings, service: IndexService, vectors: np.ndarray) -> None:
-    """The same calls on the client's default transport (LeanAsyncTransport) to uvicorn."""
+    """The same calls on the client's default transport (httpx's) to uvicorn."""
 
     async def _round_trip() -> None:
         async with serve_asgi(create_app(settings, service), lifespan="on") as url:

@@ -1,4 +1,4 @@
-"""The gateway's async clients on their default transport (LeanAsyncTransport) against real
+"""The gateway's async clients (httpx.AsyncClient, its default transport) against real
 servers: schemas in and out, headers, and failures mapped to the Dependency* errors."""
 
 from __future__ import annotations
