@@ -1,1 +1,1 @@
-"""Deployment tooling: the kustomize-subset renderer and the offline checks (not shipped)."""
+"""Deployment tooling: the offline checks deploy/validate.sh runs (not shipped)."""

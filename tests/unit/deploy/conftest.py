@@ -1,4 +1,4 @@
-"""Fixtures: the overlays rendered once per session (deploy.render, no binary needed)."""
+"""Fixtures: the overlays rendered once per session by `kubectl kustomize`."""
 
 from __future__ import annotations
 
