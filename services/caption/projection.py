@@ -20,9 +20,7 @@ Everything is linear in the query, so the query path is unchanged. One file hold
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -39,13 +37,12 @@ from services.caption.captioners.backbone import (
     EfficientNetBackbone,
     shared_backbone,
 )
-from services.caption.captioners.on_backbone import ImageEmbedding
+from services.caption.captioners.embedder import ImageEmbedding
 from services.caption.captioners.tags import TagsCaptioner
 from services.caption.models import default_model_path
 from shared.config import Settings
+from shared.inference import InferenceModel
 from shared.vectors import l2_normalize
-
-log = logging.getLogger(__name__)
 
 FORMAT = "capsearch-projection/1"
 DEFAULT_PROJECTION = "projection.pt"
@@ -149,19 +146,23 @@ def load_head(path: Path) -> ProjectionHead:
                           meta=dict(payload.get("meta", {})))
 
 
-class ImageProjection:
+class ImageProjection(InferenceModel):
     """The head over the shared CNN pass: the caption worker's `ImageEmbedder`."""
 
     def __init__(self, path: Path | str | None = None, *,
                  backbone: EfficientNetBackbone | None = None, device: str = "auto",
                  image_size: int = 288, streams: int | None = None,
                  precision: str = "fp32") -> None:
+        super().__init__()
         self.path = Path(path) if path is not None else default_model_path(DEFAULT_PROJECTION)
         self.backbone = (backbone if backbone is not None
                          else shared_backbone(device, image_size, streams, precision))
         self.tags = TagsCaptioner(backbone=self.backbone)  # the fusion text's rule
         self.head: ProjectionHead | None = None
-        self._lock = threading.Lock()
+
+    def __str__(self) -> str:
+        trained_on = self.head.meta.get("trained_on", "?") if self.head is not None else "?"
+        return f"projection head {self.path} (trained on {trained_on})"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageProjection:
@@ -169,22 +170,20 @@ class ImageProjection:
                    image_size=settings.backbone_image_size, streams=settings.cpu_streams,
                    precision=settings.backbone_precision)
 
-    def load(self) -> None:
-        with self._lock:
-            if self.head is not None:
-                return
-            if not self.path.is_file():
-                raise FileNotFoundError(f"no projection head at {self.path}; build the default "
-                                        "models with `capsearch build-models`")
-            head = load_head(self.path)
-            if head.image_size != self.backbone.image_size:
-                raise ValueError(f"{self.path} was trained on {head.image_size} px CNN input; "
-                                 f"the backbone runs at {self.backbone.image_size} px "
-                                 "(CAPSEARCH_BACKBONE_IMAGE_SIZE)")
-            self.backbone.load()
-            self.head = head
-        log.info("projection head %s loaded (trained on %s)", self.path,
-                 head.meta.get("trained_on", "?"))
+    def _load(self) -> None:
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no projection head at {self.path}; build the default "
+                                    "models with `capsearch build-models`")
+        head = load_head(self.path)
+        if head.image_size != self.backbone.image_size:
+            raise ValueError(f"{self.path} was trained on {head.image_size} px CNN input; "
+                             f"the backbone runs at {self.backbone.image_size} px "
+                             "(CAPSEARCH_BACKBONE_IMAGE_SIZE)")
+        self.backbone.load()
+        self.head = head
+
+    def _close(self) -> None:
+        self.head = None
 
     def embed_output(self, out: BackboneOutput) -> ImageEmbedding:
         """Image vectors and tag captions from a CNN pass the caller already made."""

