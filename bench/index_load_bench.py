@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from search_bench import embedding_like  # noqa: E402
 
 from services.search.pgcopy import _HEADER, _TRAILER  # noqa: E402
-from services.search.service import EMBEDDING_KIND, IndexService  # noqa: E402
+from services.search.service import IndexService  # noqa: E402
 from shared.config import IndexSettings, Settings  # noqa: E402
-from shared.db import create_schema, make_engine, make_session_factory  # noqa: E402
+from shared.db import EmbeddingKind, create_schema, make_engine, make_session_factory  # noqa: E402
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -55,7 +55,7 @@ def fill(url: str, x: np.ndarray, model: str) -> None:
         cur.copy_expert("COPY images (id, sha256, filename, source, format, width, height, "
                         "size_bytes, status, attempts, created_at, updated_at) FROM STDIN",
                         io.StringIO(lines))
-        kind, mdl = EMBEDDING_KIND.encode(), model.encode()
+        kind, mdl = EmbeddingKind.caption.value.encode(), model.encode()
         dtype = np.dtype([("n", ">i2"), ("l1", ">i4"), ("id", ">i8"), ("l2", ">i4"),
                           ("kind", f"S{len(kind)}"), ("l3", ">i4"), ("model", f"S{len(mdl)}"),
                           ("l4", ">i4"), ("dim", ">i4"), ("l5", ">i4"), ("v", "<f4", (dim,)),

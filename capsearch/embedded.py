@@ -11,16 +11,21 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from capsearch.client import CapsearchClient
-from shared.clients import ThreadedAsyncEncoder, ThreadedAsyncIndex
+from shared.clients import SyncEncoder
 from shared.config import Settings
 from shared.db import create_schema, make_engine, make_session_factory
 from shared.storage import BlobStore, make_blob_store
+
+if TYPE_CHECKING:  # the services load torch & co.: imported when the stack is built, not before
+    from services.caption.inprocess import InProcessCaptionQueue
+    from services.search.service import IndexService
 
 log = logging.getLogger(__name__)
 
@@ -33,28 +38,30 @@ class EmbeddedStack:
     engine: Engine
     session_factory: sessionmaker[Session]
     store: BlobStore
-    encoder: object
-    index: object
-    queue: object
+    encoder: SyncEncoder
+    index: IndexService
+    queue: InProcessCaptionQueue
 
     def gateway_app(self, *, require_keys: bool = False) -> FastAPI:
         """The gateway over the in-process parts; without keys only for a loopback listener."""
+        from services.encoder.inprocess import InProcessEncoderClient
         from services.gateway.app import create_app
         from services.gateway.deps import GatewayContext
+        from services.search.inprocess import InProcessIndexClient
 
         auth = self.settings.auth.model_copy(update={"enabled": require_keys})
         context = GatewayContext(
             settings=self.settings.model_copy(update={"auth": auth}),
             session_factory=self.session_factory,
             store=self.store,
-            encoder=ThreadedAsyncEncoder(self.encoder),  # type: ignore[arg-type]
-            index=ThreadedAsyncIndex(self.index),  # type: ignore[arg-type]
-            queue=self.queue,  # type: ignore[arg-type]
+            encoder=InProcessEncoderClient(self.encoder),
+            index=InProcessIndexClient(self.index),
+            queue=self.queue,
         )
         return create_app(self.settings, context=context)
 
     def close(self) -> None:
-        self.queue.close()  # type: ignore[attr-defined]
+        self.queue.close()
         self.engine.dispose()
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.db import ApiKey
-from shared.db.models import utcnow
+from shared.db.models import aware, utcnow
 from shared.errors import NotFound, ValidationFailed
 
 SCOPES: tuple[str, ...] = ("search", "write", "admin")
@@ -146,15 +146,9 @@ def verify_key(session_factory: sessionmaker[Session], key: str) -> KeyInfo | No
         info = _info(row)
     now = utcnow()
     last = info.last_used_at
-    if last is None or _aware(last) < now - TOUCH_EVERY:
+    if last is None or aware(last) < now - TOUCH_EVERY:
         with session_factory.begin() as session:
             session.execute(update(ApiKey).where(ApiKey.id == info.id)
                             .values(last_used_at=now))
     return info
 
-
-def _aware(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they were written in UTC."""
-    from datetime import UTC
-
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -18,38 +18,26 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.clients import IndexClient
+from shared.clients import IndexWriter
 from shared.db import Embedding, ImageRecord, ImageStatus, IndexVersion, Membership
-from shared.db.models import utcnow
+from shared.db.models import aware, utcnow
+from shared.db.queries import chunked, load_vectors, vectors_of
 from shared.errors import CapsearchError, NotFound
 from shared.images import make_thumbnail
 from shared.queue import CaptionQueue
 from shared.storage import BlobStore, original_key, thumbnail_key
-from shared.vectors import from_bytes
 
 log = logging.getLogger(__name__)
 
 Factory = sessionmaker[Session]
-EMBEDDING_KIND = "caption"
 UNFINISHED = (ImageStatus.pending.value, ImageStatus.captioned.value)
 MISSING_ORIGINAL = "the original file is missing from the blob store; upload it again"
-_IN_CHUNK = 900
-
-
-def _aware(moment: datetime) -> datetime:
-    from datetime import UTC
-
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
-def _chunks(values: Sequence[int], size: int = _IN_CHUNK) -> list[list[int]]:
-    return [list(values[i:i + size]) for i in range(0, len(values), size)]
 
 
 # ---- re-queueing lost work (also run periodically by the gateway) ------------------------------
@@ -71,7 +59,7 @@ def requeue(factory: Factory, queue: CaptionQueue, image_ids: Sequence[int]) -> 
     if not ids:
         return []
     with factory.begin() as session:
-        for chunk in _chunks(ids):
+        for chunk in chunked(ids):
             session.execute(update(ImageRecord).where(ImageRecord.id.in_(chunk),
                                                       ImageRecord.status.in_(UNFINISHED))
                             .values(updated_at=utcnow()))
@@ -110,7 +98,7 @@ def orphan_blobs(factory: Factory, store: BlobStore, *, grace_s: float) -> list[
     found = [(key, at) for prefix in ("originals/", "thumbnails/")
              for key, at in store.scan(prefix)]
     known = _known_shas(factory)  # read after listing: a row committed meanwhile counts
-    return [key for key, at in found if _blob_sha(key) not in known and _aware(at) <= cutoff]
+    return [key for key, at in found if _blob_sha(key) not in known and aware(at) <= cutoff]
 
 
 def missing_blobs(factory: Factory, store: BlobStore) -> tuple[list[int], list[int]]:
@@ -128,8 +116,7 @@ def indexed_without_vector(factory: Factory, *, model: str) -> list[int]:
     with factory() as session:
         stmt = (select(ImageRecord.id)
                 .outerjoin(Embedding, and_(Embedding.image_id == ImageRecord.id,
-                                           Embedding.kind == EMBEDDING_KIND,
-                                           Embedding.model == model))
+                                           *vectors_of(model)))
                 .where(ImageRecord.status == ImageStatus.indexed.value,
                        Embedding.image_id.is_(None))
                 .order_by(ImageRecord.id))
@@ -148,8 +135,7 @@ def vectors_without_membership(factory: Factory, *, model: str) -> list[int]:
                 .join(ImageRecord, ImageRecord.id == Embedding.image_id)
                 .outerjoin(Membership, and_(Membership.image_id == Embedding.image_id,
                                             Membership.index_version_id == version))
-                .where(Embedding.kind == EMBEDDING_KIND, Embedding.model == model,
-                       ImageRecord.status == ImageStatus.indexed.value,
+                .where(*vectors_of(model), ImageRecord.status == ImageStatus.indexed.value,
                        Membership.image_id.is_(None))
                 .order_by(Embedding.image_id))
         return [int(i) for i in session.scalars(stmt)]
@@ -165,7 +151,7 @@ def delete_blobs(store: BlobStore, keys: Sequence[str]) -> int:
 
 
 def fail_missing_originals(factory: Factory, image_ids: Sequence[int],
-                           index: IndexClient | None) -> int:
+                           index: IndexWriter | None) -> int:
     """Mark images whose bytes are gone `failed` (a re-upload restores them) and unindex them."""
     ids = [int(i) for i in image_ids]
     if not ids:
@@ -176,7 +162,7 @@ def fail_missing_originals(factory: Factory, image_ids: Sequence[int],
         except NotFound:
             pass
     with factory.begin() as session:
-        for chunk in _chunks(ids):
+        for chunk in chunked(ids):
             session.execute(update(ImageRecord).where(ImageRecord.id.in_(chunk))
                             .values(status=ImageStatus.failed.value, error=MISSING_ORIGINAL))
     return len(ids)
@@ -202,28 +188,24 @@ def remake_thumbnails(factory: Factory, store: BlobStore, image_ids: Sequence[in
 def reset_to_pending(factory: Factory, image_ids: Sequence[int]) -> list[int]:
     ids = [int(i) for i in image_ids]
     with factory.begin() as session:
-        for chunk in _chunks(ids):
+        for chunk in chunked(ids):
             session.execute(update(ImageRecord).where(ImageRecord.id.in_(chunk))
                             .values(status=ImageStatus.pending.value, error=None))
     return ids
 
 
-def reindex_vectors(factory: Factory, index: IndexClient, image_ids: Sequence[int], *,
+def reindex_vectors(factory: Factory, index: IndexWriter, image_ids: Sequence[int], *,
                     model: str, batch: int = 500) -> int:
     """Hand stored vectors to the index again (it assigns clusters and writes memberships)."""
     ids = [int(i) for i in image_ids]
     done = 0
-    for chunk in _chunks(ids, batch):
+    for chunk in chunked(ids, batch):
         with factory() as session:
-            rows = session.execute(select(Embedding.image_id, Embedding.dim, Embedding.vector)
-                                   .where(Embedding.image_id.in_(chunk),
-                                          Embedding.kind == EMBEDDING_KIND,
-                                          Embedding.model == model)).all()
-        if not rows:
+            found = load_vectors(session, chunk, model=model)
+        if not found:
             continue
-        vectors = np.stack([from_bytes(r.vector, r.dim) for r in rows])
-        index.add([r.image_id for r in rows], vectors)
-        done += len(rows)
+        index.add(list(found), np.stack(list(found.values())))
+        done += len(found)
     return done
 
 
@@ -260,7 +242,7 @@ class DoctorDeps:
     model: str
     thumbnail_px: int
     queue: CaptionQueue | None = None  # None: cannot re-queue from here (embedded mode)
-    index: IndexClient | None = None  # None: cannot reach the search service
+    index: IndexWriter | None = None  # None: cannot reach the search service
 
 
 def examine(deps: DoctorDeps, *, repair: bool, grace_s: float, stuck_after_s: float

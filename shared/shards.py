@@ -3,7 +3,8 @@
 Shard i of n owns the clusters c with c % n == i (exact mode: image ids), so a query goes to
 every shard and the global top-k is the top-k of the shards' top-k lists. Writes go to every
 shard too: each keeps what it owns (the caption worker need not know the clusters), and a write
-only succeeds when every shard took it (the worker's task retries; adds are idempotent).
+only succeeds when every shard took it (the worker's task retries; adds are idempotent). The
+gateway uses this client as it is, the synchronous worker through `shared.blocking.BlockingIndex`.
 
 A search shard that fails or answers later than `search_shard_timeout_s` leaves the others'
 answer, marked `partial` with its number in `failed_shards`, or, with
@@ -20,18 +21,12 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.clients import (
-    AsyncHttpIndexClient,
-    AsyncIndexClient,
-    HttpIndexClient,
-    IndexClient,
-)
+from shared.clients import HttpIndexClient, IndexClient, service_token
 from shared.config import Settings
 from shared.errors import CapsearchError, DependencyError, DependencyTimeout, DependencyUnavailable
 from shared.schemas import (
     IndexChangeResponse,
     IndexStats,
-    RebuildResponse,
     RebuildStatus,
     SearchHit,
     SearchResponse,
@@ -69,9 +64,9 @@ def _as_dependency_error(shard: int, exc: BaseException) -> CapsearchError:
 
 
 class ShardedIndexClient:
-    """Async `AsyncIndexClient` over the shards' clients (shard i at position i)."""
+    """One `IndexClient` over the shards' clients (shard i at position i)."""
 
-    def __init__(self, shards: Sequence[AsyncIndexClient], *, timeout_s: float,
+    def __init__(self, shards: Sequence[IndexClient], *, timeout_s: float,
                  on_failure: OnFailure = "partial") -> None:
         if not shards:
             raise ValueError("at least one search shard is needed")
@@ -81,7 +76,7 @@ class ShardedIndexClient:
 
     async def search(self, vector: NDArray[np.float32], k: int, nprobe: int | None = None
                      ) -> SearchResponse:
-        async def one(shard: AsyncIndexClient) -> SearchResponse:
+        async def one(shard: IndexClient) -> SearchResponse:
             return await asyncio.wait_for(shard.search(vector, k, nprobe), self.timeout_s)
 
         results = await asyncio.gather(*(one(s) for s in self.shards), return_exceptions=True)
@@ -117,11 +112,8 @@ class ShardedIndexClient:
         return IndexChangeResponse(count=sum(d.count for d in done),
                                    size=sum(d.size for d in done))
 
-    async def rebuild(self) -> RebuildResponse:
-        # one fit serves every shard: the others load the new version when they see it active
-        return await self.shards[0].rebuild()
-
     async def start_rebuild(self) -> RebuildStatus:
+        # one fit serves every shard: the others load the new version when they see it active
         return await self.shards[0].start_rebuild()
 
     async def rebuild_status(self) -> RebuildStatus:
@@ -140,70 +132,15 @@ class ShardedIndexClient:
 
     async def aclose(self) -> None:
         for shard in self.shards:
-            aclose = getattr(shard, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await shard.aclose()
 
 
-class ShardedSyncIndexClient:
-    """Sync fan-out for the caption worker: writes reach every shard, in shard order."""
-
-    def __init__(self, shards: Sequence[IndexClient]) -> None:
-        self.shards = list(shards)
-
-    def add(self, image_ids: Sequence[int], vectors: NDArray[np.float32]
-            ) -> IndexChangeResponse:
-        done = [s.add(image_ids, vectors) for s in self.shards]
-        return IndexChangeResponse(count=done[0].count, size=sum(d.size for d in done))
-
-    def remove(self, image_ids: Sequence[int]) -> IndexChangeResponse:
-        done = [s.remove(image_ids) for s in self.shards]
-        return IndexChangeResponse(count=sum(d.count for d in done),
-                                   size=sum(d.size for d in done))
-
-    def search(self, vector: NDArray[np.float32], k: int, nprobe: int | None = None
-               ) -> SearchResponse:
-        return merge_search([s.search(vector, k, nprobe) for s in self.shards], k)
-
-    def rebuild(self) -> RebuildResponse:
-        return self.shards[0].rebuild()
-
-    def start_rebuild(self) -> RebuildStatus:
-        return self.shards[0].start_rebuild()
-
-    def rebuild_status(self) -> RebuildStatus:
-        return self.shards[0].rebuild_status()
-
-    def stats(self) -> IndexStats:
-        every = [s.stats() for s in self.shards]
-        return every[0].model_copy(update={"size": sum(s.size for s in every),
-                                           "memory_bytes": sum(s.memory_bytes for s in every)})
-
-    def close(self) -> None:
-        for shard in self.shards:
-            close = getattr(shard, "close", None)
-            if close is not None:
-                close()
-
-
-def make_async_index_client(settings: Settings, *, service_token: str | None = None
-                            ) -> AsyncIndexClient:
+def make_index_client(settings: Settings) -> IndexClient:
     """One client for one search URL; a fan-out over `search_urls` when there are several."""
-    urls = settings.shard_urls
-    if len(urls) == 1:
-        return AsyncHttpIndexClient(urls[0], timeout=settings.http_timeout_s,
-                                    service_token=service_token)
-    return ShardedIndexClient(
-        [AsyncHttpIndexClient(u, timeout=settings.http_timeout_s, service_token=service_token)
-         for u in urls], timeout_s=settings.search_shard_timeout_s,
-        on_failure=settings.search_on_shard_failure)
-
-
-def make_index_client(settings: Settings, *, service_token: str | None = None) -> IndexClient:
-    """The caption worker's client: every shard receives every add and remove."""
-    urls = settings.shard_urls
-    if len(urls) == 1:
-        return HttpIndexClient(urls[0], timeout=settings.http_timeout_s,
-                               service_token=service_token)
-    return ShardedSyncIndexClient([HttpIndexClient(u, timeout=settings.http_timeout_s,
-                                                   service_token=service_token) for u in urls])
+    shards = [HttpIndexClient(url, timeout=settings.http_timeout_s,
+                              service_token=service_token(settings))
+              for url in settings.shard_urls]
+    if len(shards) == 1:
+        return shards[0]
+    return ShardedIndexClient(shards, timeout_s=settings.search_shard_timeout_s,
+                              on_failure=settings.search_on_shard_failure)

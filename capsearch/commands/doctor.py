@@ -8,9 +8,10 @@ from contextlib import ExitStack
 
 from capsearch.commands.keys import settings_for
 from capsearch.database import open_database
-from shared.clients import HttpIndexClient
+from shared.blocking import BlockingIndex
 from shared.config import Settings
 from shared.consistency import DoctorDeps, DoctorReport, examine
+from shared.shards import make_index_client
 from shared.storage import make_blob_store
 
 HOUR = 3600.0
@@ -24,8 +25,7 @@ def build_deps(settings: Settings, factory: object, stack: ExitStack) -> DoctorD
         from shared.queue import CeleryCaptionQueue
 
         queue = CeleryCaptionQueue(make_celery(settings), settings.caption_batch_size)
-        index = HttpIndexClient(settings.search_url, timeout=settings.http_timeout_s,
-                                service_token=settings.service_token.get_secret_value())
+        index = BlockingIndex(make_index_client(settings))  # every shard, as the worker's
         stack.callback(index.close)
     return DoctorDeps(factory=factory, store=make_blob_store(settings),  # type: ignore[arg-type]
                       model=settings.embedding_model, thumbnail_px=settings.thumbnail_px,

@@ -8,10 +8,11 @@ stored (a batch that died after storing) goes straight to the index without a ne
 A problem with one image (blob missing, bytes that do not decode) marks only that image
 `failed`; a problem with a dependency (`TRANSIENT_ERRORS`) propagates so the caller retries.
 
-Representations (`settings.representation`, docs/quality.md): the `caption` embedding row is
-always the vector the search index serves. With `caption` it is the caption's text vector;
-with `image` or `fused` the worker also stores the caption's text vector (kind `text`) and the
-projection head's image vector (kind `image`, from the same CNN pass as the caption), and the
+Representations (`settings.representation`, docs/quality.md): the `caption` embedding row
+(`EmbeddingKind.caption`) is always the vector the search index serves. With `caption` it is
+the caption's text vector; with `image` or `fused` the worker also stores the caption's text
+vector (kind `text`) and the projection head's image vector (kind `image`, from the same CNN
+pass as the caption), and the
 served vector is the image vector, or the head's fusion of it with the text vector of the
 photo's tag caption (`services/caption/projection.py`). Queries need no change: every vector
 lives in the text encoder's space.
@@ -34,21 +35,19 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.caption.captioners.base import Captioner
-from services.caption.captioners.on_backbone import ImageEmbedder
-from shared.clients import IndexClient, TextEncoderClient
+from services.caption.captioners.embedder import ImageEmbedder
+from shared.clients import IndexWriter, SyncEncoder
 from shared.config import Settings
-from shared.db import Caption, Embedding, ImageRecord, ImageStatus
+from shared.db import Caption, Embedding, EmbeddingKind, ImageRecord, ImageStatus
+from shared.db.queries import load_vectors
 from shared.errors import DependencyError, NotFound
 from shared.images import decode_rgb
 from shared.metrics import observe_batch
 from shared.storage import BlobStore, original_key
-from shared.vectors import from_bytes, to_bytes
+from shared.vectors import to_bytes
 
 log = logging.getLogger(__name__)
 
-EMBEDDING_KIND = "caption"  # the vector the search index serves (see the docstring)
-TEXT_KIND = "text"  # the caption's own text vector
-IMAGE_KIND = "image"  # the projection head's image vector
 # worth a retry of the whole batch: a dependency or the database is down or slow, or an image
 # was deleted while its batch ran (a foreign-key violation; the retry no longer sees it)
 TRANSIENT_ERRORS: tuple[type[Exception], ...] = (DependencyError, OperationalError,
@@ -64,8 +63,8 @@ class PipelineDeps:
     session_factory: sessionmaker[Session]
     store: BlobStore
     captioner: Captioner
-    encoder: TextEncoderClient
-    index: IndexClient
+    encoder: SyncEncoder
+    index: IndexWriter
     # maps the CNN pass to the text space; needed by the `image` and `fused` representations
     embedder: ImageEmbedder | None = None
 
@@ -114,22 +113,6 @@ def load_work(session_factory: sessionmaker[Session], image_ids: Sequence[int]
     return todo, skipped
 
 
-def load_stored_vectors(session_factory: sessionmaker[Session], image_ids: Sequence[int],
-                        model: str) -> dict[int, NDArray[np.float32]]:
-    """Caption vectors already stored for these images (left by a batch that died later)."""
-    if not image_ids:
-        return {}
-    with session_factory() as session:
-        rows = session.execute(
-            select(Embedding.image_id, Embedding.dim, Embedding.vector).where(
-                Embedding.image_id.in_(list(image_ids)),
-                Embedding.kind == EMBEDDING_KIND,
-                Embedding.model == model,
-            )
-        ).all()
-    return {row.image_id: from_bytes(row.vector, row.dim) for row in rows}
-
-
 def read_originals(store: BlobStore, items: Sequence[WorkItem]
                    ) -> tuple[dict[int, bytes], dict[int, str]]:
     """Original bytes by image id, and the images whose blob is missing (permanent)."""
@@ -155,7 +138,7 @@ def decode_images(blobs: dict[int, bytes]) -> tuple[dict[int, Image.Image], dict
     return images, failures
 
 
-def encode_captions(encoder: TextEncoderClient, texts: Sequence[str]) -> NDArray[np.float32]:
+def encode_captions(encoder: SyncEncoder, texts: Sequence[str]) -> NDArray[np.float32]:
     """One encoder call for the whole batch; a malformed answer counts as a dependency error."""
     vectors = np.asarray(encoder.encode(list(texts)), dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(texts):
@@ -164,7 +147,7 @@ def encode_captions(encoder: TextEncoderClient, texts: Sequence[str]) -> NDArray
     return vectors
 
 
-def encode_for_serving(encoder: TextEncoderClient, captions: list[str],
+def encode_for_serving(encoder: SyncEncoder, captions: list[str],
                        fusion_texts: list[str]) -> tuple[NDArray[np.float32],
                                                          NDArray[np.float32]]:
     """The captions' vectors and the fusion texts' vectors, in one encoder call (the fusion
@@ -179,7 +162,8 @@ def encode_for_serving(encoder: TextEncoderClient, captions: list[str],
 def store_results(session_factory: sessionmaker[Session], *, captions: dict[int, str],
                   vectors: NDArray[np.float32], captioner: Captioner, embedding_model: str,
                   failures: dict[int, str],
-                  extra_vectors: dict[str, NDArray[np.float32]] | None = None) -> None:
+                  extra_vectors: dict[EmbeddingKind, NDArray[np.float32]] | None = None
+                  ) -> None:
     """In one transaction: upsert captions and vectors, mark them captioned, mark failures.
 
     `vectors` are the served ones (kind `caption`); `extra_vectors` maps other kinds
@@ -190,9 +174,9 @@ def store_results(session_factory: sessionmaker[Session], *, captions: dict[int,
             _upsert(session, Caption, ["image_id", "model"], [
                 {"image_id": i, "text": captions[i], "model": captioner.name,
                  "model_version": captioner.version} for i in ids])
-            kinds = {EMBEDDING_KIND: vectors, **(extra_vectors or {})}
+            kinds = {EmbeddingKind.caption: vectors, **(extra_vectors or {})}
             _upsert(session, Embedding, ["image_id", "kind", "model"], [
-                {"image_id": i, "kind": kind, "model": embedding_model,
+                {"image_id": i, "kind": kind.value, "model": embedding_model,
                  "dim": int(vec.shape[0]), "vector": to_bytes(vec)}
                 for kind, rows in kinds.items() for i, vec in zip(ids, rows, strict=True)])
             session.execute(update(ImageRecord).where(ImageRecord.id.in_(ids)).values(
@@ -201,7 +185,7 @@ def store_results(session_factory: sessionmaker[Session], *, captions: dict[int,
         _mark_failed(session, failures)
 
 
-def add_to_index(index: IndexClient, image_ids: Sequence[int],
+def add_to_index(index: IndexWriter, image_ids: Sequence[int],
                  vectors: NDArray[np.float32]) -> None:
     """One call hands the whole batch to the search index."""
     index.add(list(image_ids), vectors)
@@ -240,8 +224,10 @@ def caption_images(image_ids: Sequence[int], *, deps: PipelineDeps) -> BatchRepo
     report = BatchReport()
     with report.timed("load"):
         items, report.skipped = load_work(deps.session_factory, image_ids)
-        stored = load_stored_vectors(deps.session_factory, [i.image_id for i in items],
-                                     deps.settings.embedding_model)
+        # vectors already stored (by a batch that died before indexing) skip the models
+        with deps.session_factory() as session:
+            stored = load_vectors(session, [i.image_id for i in items],
+                                  model=deps.settings.embedding_model)
     fresh = [item for item in items if item.image_id not in stored]
     with report.timed("read"):
         blobs, report.failed = read_originals(deps.store, fresh)
@@ -250,7 +236,7 @@ def caption_images(image_ids: Sequence[int], *, deps: PipelineDeps) -> BatchRepo
         report.failed.update(bad)
     ids = list(images)
     vectors = np.zeros((0, 0), dtype=np.float32)
-    extra: dict[str, NDArray[np.float32]] = {}
+    extra: dict[EmbeddingKind, NDArray[np.float32]] = {}
     representation = deps.settings.representation
     if ids:
         embedder = deps.embedder if representation != "caption" else None
@@ -264,7 +250,7 @@ def caption_images(image_ids: Sequence[int], *, deps: PipelineDeps) -> BatchRepo
             vectors, fusion = encode_for_serving(deps.encoder, analysis.captions,
                                                  image.texts if image is not None else [])
         if image is not None and embedder is not None:
-            extra = {TEXT_KIND: vectors, IMAGE_KIND: image.vectors}
+            extra = {EmbeddingKind.text: vectors, EmbeddingKind.image: image.vectors}
             vectors = embedder.serve(representation, fusion, image.vectors,
                                      deps.settings.fusion_weight)
     if ids or report.failed:

@@ -26,8 +26,9 @@ from services.caption.pipeline import (
     mark_unfinished_failed,
 )
 from services.caption.projection import build_embedder
+from shared.blocking import BlockingEncoder, BlockingIndex
 from shared.celery_app import CAPTION_TASK, make_celery
-from shared.clients import HttpEncoderClient
+from shared.clients import make_encoder_client
 from shared.config import Settings, get_settings
 from shared.db import create_schema, make_engine, make_session_factory
 from shared.logging import request_id_var
@@ -97,11 +98,10 @@ def build_worker_deps(settings: Settings, session_factory: sessionmaker[Session]
         session_factory=session_factory,
         store=make_blob_store(settings),
         captioner=captioner,
-        encoder=HttpEncoderClient(settings.encoder_url, timeout=settings.http_timeout_s,
-                                  service_token=settings.service_token.get_secret_value()),
+        # the gateway's async clients behind thin blocking shells
+        encoder=BlockingEncoder(make_encoder_client(settings)),
         # every search shard receives every add and keeps the vectors it owns
-        index=make_index_client(settings,
-                                service_token=settings.service_token.get_secret_value()),
+        index=BlockingIndex(make_index_client(settings)),
     )
 
 

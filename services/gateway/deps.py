@@ -15,16 +15,12 @@ from services.gateway.querycache import CachedTextEncoder, cache_entries
 from services.gateway.readiness import SchemaGate
 from services.gateway.search import SearchQuery, validate_search_query
 from shared.celery_app import make_celery
-from shared.clients import (
-    AsyncHttpEncoderClient,
-    AsyncIndexClient,
-    AsyncTextEncoderClient,
-)
+from shared.clients import EncoderClient, IndexClient, make_encoder_client
 from shared.config import Settings
 from shared.db import ImageRecord, make_engine, make_session_factory
 from shared.errors import Forbidden, NotFound, Unauthorized
 from shared.queue import CaptionQueue, CeleryCaptionQueue
-from shared.shards import make_async_index_client
+from shared.shards import make_index_client
 from shared.storage import BlobStore, make_blob_store
 
 log = logging.getLogger(__name__)
@@ -40,8 +36,8 @@ class GatewayContext:
     settings: Settings
     session_factory: sessionmaker[Session]
     store: BlobStore
-    encoder: AsyncTextEncoderClient
-    index: AsyncIndexClient
+    encoder: EncoderClient
+    index: IndexClient
     queue: CaptionQueue
     # creates the schema once the database answers (None: the caller created it already)
     schema: SchemaGate | None = None
@@ -56,17 +52,14 @@ def build_context(settings: Settings) -> GatewayContext:
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.sqlalchemy_url)
-    timeout = settings.http_timeout_s
-    token = settings.service_token.get_secret_value() or None
     return GatewayContext(
         settings=settings,
         session_factory=make_session_factory(engine),
         store=make_blob_store(settings, require=False),
         # repeated queries skip the encoder (a bounded LRU of query vectors per model)
-        encoder=CachedTextEncoder(
-            AsyncHttpEncoderClient(settings.encoder_url, timeout=timeout, service_token=token),
-            model=settings.embedding_model, max_entries=cache_entries()),
-        index=make_async_index_client(settings, service_token=token),  # one per shard
+        encoder=CachedTextEncoder(make_encoder_client(settings),
+                                  model=settings.embedding_model, max_entries=cache_entries()),
+        index=make_index_client(settings),  # a fan-out when there are several shards
         queue=CeleryCaptionQueue(make_celery(settings), settings.caption_batch_size),
         schema=SchemaGate(engine),
     )
@@ -74,10 +67,8 @@ def build_context(settings: Settings) -> GatewayContext:
 
 async def close_context(context: GatewayContext) -> None:
     """Close the HTTP clients and dispose the engine of a context built by `build_context`."""
-    for client in (context.encoder, context.index):
-        aclose = getattr(client, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    await context.encoder.aclose()
+    await context.index.aclose()
     engine = context.session_factory.kw.get("bind")
     if engine is not None:
         engine.dispose()

@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.gateway.filters import ImageFilters
 from services.gateway.schemas import ImagePage
-from shared.clients import AsyncIndexClient
+from shared.clients import IndexClient
 from shared.db import Caption, Embedding, ImageRecord, ImageStatus, Membership
+from shared.db.queries import chunked, latest_caption
 from shared.errors import CapsearchError, NotFound
 from shared.images import CONTENT_TYPES
 from shared.schemas import ImageLookupResult, ImagePublic
@@ -41,14 +42,12 @@ def thumbnail_url(image_id: int) -> str:
 
 def latest_captions(session: Session, image_ids: Sequence[int]) -> dict[int, str]:
     """The most recently written caption of each image that has one."""
-    if not image_ids:
-        return {}
-    stmt = (
-        select(Caption.image_id, Caption.text)
-        .where(Caption.image_id.in_(list(image_ids)))
-        .order_by(Caption.image_id, Caption.created_at, Caption.id)
-    )
-    return {image_id: text for image_id, text in session.execute(stmt)}
+    captions: dict[int, str] = {}
+    for chunk in chunked(list(image_ids)):
+        rows = session.execute(select(ImageRecord.id, latest_caption())
+                               .where(ImageRecord.id.in_(chunk)))
+        captions.update({int(i): text for i, text in rows if text is not None})
+    return captions
 
 
 def image_public(image: ImageRecord, caption: str | None) -> ImagePublic:
@@ -145,7 +144,7 @@ def _delete_blobs(store: BlobStore, sha256: str) -> None:
 
 
 async def delete_image(*, image_id: int, session_factory: sessionmaker[Session],
-                       store: BlobStore, index: AsyncIndexClient) -> None:
+                       store: BlobStore, index: IndexClient) -> None:
     """Forget an image: out of the index first, then its rows, then its blobs."""
     try:
         await index.remove([image_id])

@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 from prometheus_client import Counter
 
-from shared.clients import AsyncTextEncoderClient
+from shared.clients import EncoderClient
 
 # how many query vectors the gateway keeps (0 turns the cache off); ~1.6 KB each at 384 dims
 ENTRIES_ENV = "CAPSEARCH_QUERY_CACHE_ENTRIES"
@@ -46,9 +46,9 @@ def cache_key(model: str, text: str) -> tuple[str, str]:
 
 
 class CachedTextEncoder:
-    """An `AsyncTextEncoderClient` that remembers the last `max_entries` texts' vectors."""
+    """An `EncoderClient` that remembers the last `max_entries` texts' vectors."""
 
-    def __init__(self, encoder: AsyncTextEncoderClient, *, model: str,
+    def __init__(self, encoder: EncoderClient, *, model: str,
                  max_entries: int = DEFAULT_ENTRIES) -> None:
         if max_entries < 0:
             raise ValueError("max_entries must be 0 or more")
@@ -102,6 +102,4 @@ class CachedTextEncoder:
         self._vectors.clear()
 
     async def aclose(self) -> None:
-        aclose = getattr(self.inner, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await self.inner.aclose()

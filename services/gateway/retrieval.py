@@ -15,14 +15,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 
 import anyio
 import numpy as np
 from fastapi import Depends, Query
 from numpy.typing import NDArray
-from sqlalchemy import ScalarSelect, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.gateway.deps import SettingsDep
@@ -35,18 +35,17 @@ from services.gateway.ranking import (
     reciprocal_rank_fusion,
 )
 from services.gateway.search import SearchQuery
-from shared.clients import AsyncIndexClient, AsyncTextEncoderClient
+from shared.clients import EncoderClient, IndexClient
 from shared.config import Settings
-from shared.db import Caption, Embedding, ImageRecord
+from shared.db import ImageRecord
 from shared.db.fulltext import match_captions
+from shared.db.models import aware
+from shared.db.queries import chunked, latest_caption, load_vectors
 from shared.errors import ValidationFailed
 from shared.schemas import SearchHit, SearchResult, SearchResults
-from shared.vectors import from_bytes
 
 Sort = Literal["relevance", "date"]
-EMBEDDING_KIND = "caption"  # the per-image representation the index serves
 MAX_INDEX_K = 1000  # what one search-service call returns at most (SearchRequest.k)
-_IN_CHUNK = 900
 
 
 @dataclass(frozen=True)
@@ -95,49 +94,22 @@ class ImageDetails:
     caption: str | None
 
 
-def _chunks(ids: Sequence[int]) -> list[list[int]]:
-    return [list(ids[i:i + _IN_CHUNK]) for i in range(0, len(ids), _IN_CHUNK)]
-
-
-def _latest_caption() -> ScalarSelect[str]:
-    """The image's most recently written caption (as `latest_captions` picks it), per row."""
-    return (select(Caption.text).where(Caption.image_id == ImageRecord.id)
-            .order_by(Caption.created_at.desc(), Caption.id.desc()).limit(1)
-            .correlate(ImageRecord).scalar_subquery())
-
-
 def load_details(session: Session, image_ids: Sequence[int], filters: ImageFilters
                  ) -> dict[int, ImageDetails]:
     """Metadata and latest caption of the images that exist and pass the filters: one
     statement (one round trip) per 900 ids, the caption as a correlated subquery."""
     rows = []
-    caption = _latest_caption().label("caption")
-    for chunk in _chunks(list(dict.fromkeys(image_ids))):
+    caption = latest_caption().label("caption")
+    for chunk in chunked(list(dict.fromkeys(image_ids))):
         rows += session.execute(
             select(ImageRecord.id, ImageRecord.filename, ImageRecord.source,
                    ImageRecord.created_at, ImageRecord.width, ImageRecord.height,
                    ImageRecord.size_bytes, caption)
             .where(ImageRecord.id.in_(chunk), *filters.clauses())).all()
     return {r.id: ImageDetails(filename=r.filename, source=r.source,
-                               created_at=_aware(r.created_at), width=r.width, height=r.height,
+                               created_at=aware(r.created_at), width=r.width, height=r.height,
                                size_bytes=r.size_bytes, caption=r.caption)
             for r in rows}
-
-
-def stored_vectors(session: Session, image_ids: Sequence[int], model: str
-                   ) -> dict[int, NDArray[np.float32]]:
-    """The stored caption vectors of these images (for scoring text-only matches)."""
-    out: dict[int, NDArray[np.float32]] = {}
-    for chunk in _chunks(list(image_ids)):
-        rows = session.execute(select(Embedding.image_id, Embedding.dim, Embedding.vector).where(
-            Embedding.image_id.in_(chunk), Embedding.kind == EMBEDDING_KIND,
-            Embedding.model == model))
-        out.update({i: from_bytes(v, d) for i, d, v in rows})
-    return out
-
-
-def _aware(instant: datetime) -> datetime:
-    return instant if instant.tzinfo else instant.replace(tzinfo=UTC)
 
 
 def as_result(image_id: int, score: float, d: ImageDetails) -> SearchResult:
@@ -163,7 +135,7 @@ def _gather(session_factory: sessionmaker[Session], *, query: SearchQuery,
         text_ranking = match_captions(session, query.q, text_depth) if options.hybrid else []
         known = set(vector_ids)
         text_only = [i for i in text_ranking if i not in known]
-        vectors = stored_vectors(session, text_only, model) if text_only else {}
+        vectors = load_vectors(session, text_only, model=model) if text_only else {}
         text_scores = {i: float(np.dot(query_vector, v)) for i, v in vectors.items()
                        if v.shape == query_vector.shape}
         details = load_details(session, vector_ids + list(text_scores), options.filters)
@@ -208,7 +180,7 @@ def order_candidates(*, hits: list[SearchHit], candidates: Candidates, query: Se
 
 
 async def search_page(*, query: SearchQuery, options: SearchOptions, settings: Settings,
-                      encoder: AsyncTextEncoderClient, index: AsyncIndexClient,
+                      encoder: EncoderClient, index: IndexClient,
                       session_factory: sessionmaker[Session]) -> SearchResults:
     """One page of results for the query, its options and its cursor."""
     fingerprint = options.fingerprint(query)

@@ -10,7 +10,7 @@ import anyio
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shared.clients import AsyncIndexClient, AsyncTextEncoderClient
+from shared.clients import EncoderClient, IndexClient
 from shared.config import Settings
 from shared.db import Caption, ImageRecord
 from shared.errors import ValidationFailed
@@ -79,8 +79,8 @@ def _hydrate(session_factory: sessionmaker[Session], image_ids: list[int]
         return hydrate_hits(session, image_ids)
 
 
-async def search_images(*, query: SearchQuery, encoder: AsyncTextEncoderClient,
-                        index: AsyncIndexClient, session_factory: sessionmaker[Session]
+async def search_images(*, query: SearchQuery, encoder: EncoderClient,
+                        index: IndexClient, session_factory: sessionmaker[Session]
                         ) -> SearchResults:
     """Encode the text, search the index, keep hits above min_score, hydrate in rank order."""
     vectors = await encoder.encode([query.q])

@@ -20,12 +20,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.gateway.deps import MAX_ID
 from services.gateway.filters import ImageFilters
-from services.gateway.retrieval import EMBEDDING_KIND, ImageDetails, as_result, load_details
-from shared.clients import AsyncIndexClient
-from shared.db import Embedding, ImageRecord
+from services.gateway.retrieval import ImageDetails, as_result, load_details
+from shared.clients import IndexClient
+from shared.db import ImageRecord
+from shared.db.queries import load_vectors
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.schemas import SimilarResults
-from shared.vectors import from_bytes
 
 
 class SimilarOptions(BaseModel):
@@ -57,13 +57,11 @@ def example_by_id(session: Session, image_id: int, model: str) -> Example:
     status = session.scalar(select(ImageRecord.status).where(ImageRecord.id == image_id))
     if status is None:
         raise NotFound(f"image {image_id} not found")
-    row = session.execute(select(Embedding.dim, Embedding.vector).where(
-        Embedding.image_id == image_id, Embedding.kind == EMBEDDING_KIND,
-        Embedding.model == model)).first()
-    if row is None:
+    vector = load_vectors(session, [image_id], model=model).get(image_id)
+    if vector is None:
         raise NotIndexed(f"image {image_id} is {status}, not indexed yet: find similar "
                          "images once it is indexed")
-    return Example(image_id=image_id, vector=from_bytes(row.vector, row.dim))
+    return Example(image_id=image_id, vector=vector)
 
 
 def example_by_bytes(session: Session, data: bytes, model: str) -> Example:
@@ -85,7 +83,7 @@ def check_k(k: int | None, max_k: int) -> int:
 
 
 async def find_similar(*, example: Example, k: int, min_score: float, nprobe: int | None,
-                       index: AsyncIndexClient, session_factory: sessionmaker[Session]
+                       index: IndexClient, session_factory: sessionmaker[Session]
                        ) -> SimilarResults:
     """The k nearest images to the example's caption vector, the example itself first."""
     found = await index.search(example.vector, k + 1, nprobe)

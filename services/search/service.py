@@ -1,7 +1,7 @@
 """The index service: the in-memory index kept in step with the database (its source of truth).
 
-`IndexService` satisfies `shared.clients.IndexClient`, so the embedded mode calls it in-process
-and the gateway and caption worker reach the same object over HTTP.
+`IndexService` implements the `shared.clients.IndexClient` contract (synchronously): the routes
+serve it over HTTP, and the embedded mode calls it in-process (`services/search/inprocess.py`).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from services.search.index import (
 from services.search.store import IndexStore, StoredVectors, StoredVersion
 from services.search.validation import as_image_ids, as_matrix
 from shared.config import Settings
+from shared.db import EmbeddingKind
 from shared.errors import Conflict, DependencyUnavailable, NotFound, ValidationFailed
 from shared.schemas import (
     IndexChangeResponse,
@@ -45,7 +46,6 @@ from shared.vectors import from_bytes
 
 log = logging.getLogger(__name__)
 
-EMBEDDING_KIND = "caption"
 # K-means on fewer vectors than this is meaningless: such collections stay exact
 MIN_IVF_VECTORS = 16
 # an automatic rebuild is not retried sooner than this many poll intervals after the last
@@ -93,7 +93,7 @@ class IndexService:
 
     def __init__(self, settings: Settings, session_factory: sessionmaker[Session]) -> None:
         self.settings = settings
-        self.store = IndexStore(session_factory, kind=EMBEDDING_KIND,
+        self.store = IndexStore(session_factory, kind=EmbeddingKind.caption,
                                 model=settings.embedding_model)
         self.shard_id, self.n_shards = settings.index.shard_id, settings.index.n_shards
         self._serving: _Serving | None = None
@@ -376,7 +376,7 @@ class IndexService:
             if unstored:
                 # the index is a cache of `embeddings`: these vanish on the next load or rebuild
                 log.warning("indexing %d images with no stored %s vector of %s, e.g. %s",
-                            len(unstored), EMBEDDING_KIND, self.store.model, unstored[:5])
+                            len(unstored), self.store.kind, self.store.model, unstored[:5])
             u_ids, u_mat = ids[keep], mat[keep]
             if serving.version_id is not None:
                 lists = index.assign(u_mat)

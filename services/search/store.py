@@ -7,26 +7,32 @@ paths); portable between SQLite and Postgres. The database is the truth; the ind
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.search.index import IdArray, Matrix, Quantizer
 from services.search.pgcopy import copy_pairs_in, copy_rows_out
-from shared.db.models import Centroid, Embedding, ImageRecord, IndexVersion, Membership
+from shared.db.models import (
+    Centroid,
+    Embedding,
+    EmbeddingKind,
+    ImageRecord,
+    IndexVersion,
+    Membership,
+)
+from shared.db.queries import chunked, vectors_of
 from shared.vectors import from_bytes, stack_bytes, to_bytes
 
 log = logging.getLogger(__name__)
 
 # rows per bulk statement / per fetched partition
 _CHUNK = 10_000
-# ids per `IN (...)` list: well under SQLite's bound-parameter limit
-_IN_CHUNK = 900
 # more membership rows than this go to Postgres by COPY
 _COPY_ABOVE = 5_000
 
@@ -59,24 +65,23 @@ class StoredVersion:
     created_at: datetime | None = None
 
 
-def _chunks(values: Sequence[int], size: int) -> Iterator[list[int]]:
-    for start in range(0, len(values), size):
-        yield list(values[start:start + size])
-
-
 class IndexStore:
     """Reads and writes the index tables for vectors of one embedding kind and model."""
 
-    def __init__(self, session_factory: sessionmaker[Session], *, kind: str, model: str) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], *, kind: EmbeddingKind,
+                 model: str) -> None:
         self._sessions = session_factory
         self.kind = kind
         self.model = model
+        # the index versions fitted on these vectors (a WHERE clause)
+        self._versions = (IndexVersion.embedding_kind == kind.value,
+                          IndexVersion.embedding_model == model)
 
     # ---- vectors and images ------------------------------------------------------------------
 
     def load_vectors(self) -> StoredVectors:
         """Every stored vector of this kind and model, in one float32 matrix (ids ascending)."""
-        of_model = (Embedding.kind == self.kind, Embedding.model == self.model)
+        of_model = vectors_of(self.model, self.kind)
         with self._sessions() as session:
             dims = session.execute(
                 select(Embedding.dim, func.count()).where(*of_model).group_by(Embedding.dim)
@@ -111,7 +116,7 @@ class IndexStore:
         raw = session.connection().connection.dbapi_connection
         assert raw is not None
         with raw.cursor() as cur:
-            query = cur.mogrify(sql, (self.kind, self.model, dim)).decode()
+            query = cur.mogrify(sql, (self.kind.value, self.model, dim)).decode()
             ids, vectors = copy_rows_out(cur, query, dim)
         order = np.argsort(ids, kind="stable")
         if not np.array_equal(order, np.arange(ids.shape[0])):
@@ -120,7 +125,7 @@ class IndexStore:
 
     def drift_counts(self, since: datetime | None) -> tuple[int, int]:
         """(stored vectors now, stored vectors written after `since`)."""
-        of_model = (Embedding.kind == self.kind, Embedding.model == self.model)
+        of_model = vectors_of(self.model, self.kind)
         with self._sessions() as session:
             total = int(session.scalar(select(func.count()).select_from(Embedding)
                                        .where(*of_model)) or 0)
@@ -133,16 +138,15 @@ class IndexStore:
     def newest_write(self) -> datetime | None:
         """When the newest vector of this kind and model was written (None: there are none)."""
         with self._sessions() as session:
-            return session.scalar(select(func.max(Embedding.created_at)).where(
-                Embedding.kind == self.kind, Embedding.model == self.model))
+            return session.scalar(select(func.max(Embedding.created_at))
+                                  .where(*vectors_of(self.model, self.kind)))
 
     def written_since(self, since: datetime | None, limit: int = _CHUNK
                       ) -> list[tuple[int, int, bytes, datetime]]:
         """(image id, dim, vector bytes, written at) of the vectors written after `since`,
         oldest first, at most `limit` (an index range scan)."""
         query = select(Embedding.image_id, Embedding.dim, Embedding.vector,
-                       Embedding.created_at).where(Embedding.kind == self.kind,
-                                                   Embedding.model == self.model)
+                       Embedding.created_at).where(*vectors_of(self.model, self.kind))
         if since is not None:
             query = query.where(Embedding.created_at > since)
         with self._sessions() as session:
@@ -155,9 +159,8 @@ class IndexStore:
         with self._sessions() as session:
             return session.scalar(
                 select(IndexVersion.id).where(
-                    IndexVersion.embedding_kind == self.kind,
-                    IndexVersion.embedding_model == self.model,
-                    IndexVersion.active.is_(True), IndexVersion.status == "ready")
+                    *self._versions, IndexVersion.active.is_(True),
+                    IndexVersion.status == "ready")
                 .order_by(IndexVersion.id.desc()).limit(1))
 
     def check_images(self, image_ids: Sequence[int]) -> tuple[list[int], list[int]]:
@@ -165,11 +168,11 @@ class IndexStore:
         wanted = sorted(set(image_ids))
         stored: dict[int, bool] = {}
         with self._sessions() as session:
-            for chunk in _chunks(wanted, _IN_CHUNK):
+            for chunk in chunked(wanted):
                 rows = session.execute(
                     select(ImageRecord.id, Embedding.image_id)
                     .outerjoin(Embedding, (Embedding.image_id == ImageRecord.id)
-                               & (Embedding.kind == self.kind) & (Embedding.model == self.model))
+                               & and_(*vectors_of(self.model, self.kind)))
                     .where(ImageRecord.id.in_(chunk))
                 ).all()
                 stored.update((image_id, vec_of is not None) for image_id, vec_of in rows)
@@ -211,8 +214,7 @@ class IndexStore:
         `refresh_ids` are memberships to rewrite in the same transaction (changes made while the
         version was being built): each is deleted, then re-inserted where `refresh_lists` >= 0.
         """
-        of_model = (IndexVersion.embedding_kind == self.kind,
-                    IndexVersion.embedding_model == self.model)
+        of_model = self._versions
         with self._sessions.begin() as session:
             # row locks serialise two replicas activating at once (a no-op on SQLite)
             session.execute(select(IndexVersion.id).where(*of_model).with_for_update()).all()
@@ -237,17 +239,14 @@ class IndexStore:
         with self._sessions.begin() as session:
             ids = session.scalars(
                 select(IndexVersion.id).where(
-                    IndexVersion.embedding_kind == self.kind,
-                    IndexVersion.embedding_model == self.model,
-                    IndexVersion.active.is_(False),
+                    *self._versions, IndexVersion.active.is_(False),
                     IndexVersion.status.in_(("ready", "failed")))
                 .order_by(IndexVersion.id.desc())
             ).all()
             active = session.scalars(select(IndexVersion.id).where(
-                IndexVersion.embedding_kind == self.kind,
-                IndexVersion.embedding_model == self.model, IndexVersion.active.is_(True))).all()
+                *self._versions, IndexVersion.active.is_(True))).all()
             doomed = list(ids[max(0, keep - len(active)):])
-            for chunk in _chunks(doomed, _IN_CHUNK):
+            for chunk in chunked(doomed):
                 session.execute(delete(_MEMBERS).where(_MEMBERS.c.index_version_id.in_(chunk)))
                 session.execute(delete(_CENTROIDS).where(_CENTROIDS.c.index_version_id.in_(chunk)))
                 session.execute(delete(IndexVersion.__table__)
@@ -259,9 +258,8 @@ class IndexStore:
         with self._sessions() as session:
             version = session.execute(
                 select(IndexVersion).where(
-                    IndexVersion.embedding_kind == self.kind,
-                    IndexVersion.embedding_model == self.model,
-                    IndexVersion.active.is_(True), IndexVersion.status == "ready")
+                    *self._versions, IndexVersion.active.is_(True),
+                    IndexVersion.status == "ready")
                 .order_by(IndexVersion.id.desc()).limit(1)
             ).scalar_one_or_none()
             if version is None or version.pca_mean is None or version.pca_matrix is None:
@@ -337,6 +335,6 @@ class IndexStore:
 
     @staticmethod
     def _delete_memberships(session: Session, version_id: int, image_ids: list[int]) -> None:
-        for chunk in _chunks(image_ids, _IN_CHUNK):
+        for chunk in chunked(image_ids):
             session.execute(delete(_MEMBERS).where(_MEMBERS.c.index_version_id == version_id,
                                                    _MEMBERS.c.image_id.in_(chunk)))

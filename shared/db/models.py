@@ -27,6 +27,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(moment: datetime) -> datetime:
+    """A stored instant as an aware UTC datetime: SQLite hands them back naive (written in UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -36,6 +41,16 @@ class ImageStatus(enum.StrEnum):
     captioned = "captioned"
     indexed = "indexed"
     failed = "failed"
+
+
+class EmbeddingKind(enum.StrEnum):
+    """What an `embeddings` row holds for its image (every vector lives in the text encoder's
+    space). `caption` is the vector the search index serves, whatever the representation
+    setting made it (caption text, image or fused: services/caption/pipeline.py)."""
+
+    caption = "caption"
+    text = "text"  # the caption's own text vector (representations `image` and `fused`)
+    image = "image"  # the projection head's image vector (representations `image` and `fused`)
 
 
 class ImageRecord(Base):
@@ -86,7 +101,7 @@ class Embedding(Base):
     image_id: Mapped[int] = mapped_column(
         ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
     )
-    kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # e.g. "caption"
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)  # an EmbeddingKind
     model: Mapped[str] = mapped_column(String(128), primary_key=True)
     dim: Mapped[int] = mapped_column(Integer, nullable=False)
     vector: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

@@ -9,9 +9,16 @@ import pytest
 from sqlalchemy import Engine, insert, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.search.service import EMBEDDING_KIND, IndexService
+from services.search.service import IndexService
 from shared.config import IndexSettings, Settings
-from shared.db import Embedding, ImageRecord, create_schema, make_engine, make_session_factory
+from shared.db import (
+    Embedding,
+    EmbeddingKind,
+    ImageRecord,
+    create_schema,
+    make_engine,
+    make_session_factory,
+)
 from shared.vectors import to_bytes
 from tests.unit.search.conftest import clustered
 
@@ -39,7 +46,7 @@ def _fill(sessions: sessionmaker[Session], x: np.ndarray, model: str) -> None:
              "format": "jpeg", "width": 8, "height": 8, "size_bytes": 1, "status": "indexed",
              "attempts": 0} for i in ids])
         session.execute(insert(Embedding.__table__), [
-            {"image_id": i, "kind": EMBEDDING_KIND, "model": model, "dim": x.shape[1],
+            {"image_id": i, "kind": EmbeddingKind.caption.value, "model": model, "dim": x.shape[1],
              "vector": to_bytes(v)} for i, v in zip(ids, x, strict=True)])
 
 
@@ -105,8 +112,9 @@ def test_a_replica_serves_what_another_replica_of_its_shard_was_sent(engine: Eng
                  "source": "it", "format": "jpeg", "width": 8, "height": 8, "size_bytes": 1,
                  "status": "captioned", "attempts": 0} for j in range(3)])
             session.execute(insert(Embedding.__table__), [
-                {"image_id": 9000 + j, "kind": EMBEDDING_KIND, "model": settings.embedding_model,
-                 "dim": DIM, "vector": to_bytes(v)} for j, v in enumerate(new)])
+                {"image_id": 9000 + j, "kind": EmbeddingKind.caption.value,
+                 "model": settings.embedding_model, "dim": DIM, "vector": to_bytes(v)}
+                for j, v in enumerate(new)])
         added = http.post(f"{a.url}/v1/index/add", json={"items": [
             {"image_id": 9000 + j, "vector": v.tolist()} for j, v in enumerate(new)]})
         assert added.status_code == 200, added.text

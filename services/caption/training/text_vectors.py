@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from shared.clients import TextEncoderClient
+from shared.clients import SyncEncoder
 
 CHUNK = 2048  # texts per encoder call, so a progress bar can move
 
 
-def cached_text_vectors(texts: Sequence[str], encoder: TextEncoderClient, cache_dir: Path,
+def cached_text_vectors(texts: Sequence[str], encoder: SyncEncoder, cache_dir: Path,
                         *, model: str, desc: str = "text vectors") -> NDArray[np.float32]:
     """(len(texts), dim) unit vectors from `encoder`, cached by the texts and the model name."""
     from tqdm import tqdm

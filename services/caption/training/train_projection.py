@@ -31,7 +31,7 @@ from services.caption.projection import GEM_P, ProjectionHead
 from services.caption.training.datasets import CaptionedImages
 from services.caption.training.features import FeatureSet
 from services.caption.training.text_vectors import cached_text_vectors
-from shared.clients import TextEncoderClient
+from shared.clients import SyncEncoder
 from shared.vectors import l2_normalize
 
 Matrix = NDArray[np.float32]
@@ -73,7 +73,7 @@ class TrainingPhotos:
 
 
 def photos_for_training(data: CaptionedImages, features: FeatureSet,
-                        encoder: TextEncoderClient, cache_dir: Path, model: str
+                        encoder: SyncEncoder, cache_dir: Path, model: str
                         ) -> TrainingPhotos:
     """Head inputs, tag-caption vectors and caption vectors of one collection (the text
     vectors are cached too)."""

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.caption.captioners.tags import TagsCaptioner
 from services.caption.pipeline import PipelineDeps
 from services.encoder.encoder import BertTextEncoder
-from shared.clients import TextEncoderClient
+from shared.clients import SyncEncoder
 from shared.config import Settings
 from shared.db import ImageRecord, create_schema, make_engine, make_session_factory
 from shared.schemas import IndexChangeResponse
@@ -69,7 +69,7 @@ class FakeIndex:
 class CountingEncoder:
     """Wraps an encoder; counts calls and can be told to fail the next calls."""
 
-    def __init__(self, inner: TextEncoderClient) -> None:
+    def __init__(self, inner: SyncEncoder) -> None:
         self.inner = inner
         self.calls = 0
         self.fail_with: Exception | None = None

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.gateway.app import create_app
 from services.gateway.deps import GatewayContext, close_context
-from shared.clients import AsyncHttpEncoderClient, AsyncHttpIndexClient
+from shared.clients import HttpEncoderClient, HttpIndexClient
 from shared.config import Settings
 from shared.db import ImageRecord, create_schema, make_engine, make_session_factory
 from shared.storage import LocalBlobStore
@@ -185,9 +185,9 @@ def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
             settings=settings,
             session_factory=make_session_factory(engine),
             store=LocalBlobStore(settings.blob_dir),
-            encoder=AsyncHttpEncoderClient("http://encoder",
+            encoder=HttpEncoderClient("http://encoder",
                                            transport=httpx.MockTransport(backends.encoder)),
-            index=AsyncHttpIndexClient("http://search",
+            index=HttpIndexClient("http://search",
                                        transport=httpx.MockTransport(backends.search)),
             queue=queue,
         )

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from services.gateway.app import create_app, upload_body_limit
 from services.gateway.deps import GatewayContext
 from services.gateway.querycache import CachedTextEncoder
-from shared.clients import AsyncHttpEncoderClient, AsyncHttpIndexClient
+from shared.clients import HttpEncoderClient, HttpIndexClient
 from shared.config import Settings
 from shared.queue import CeleryCaptionQueue
 from shared.storage import LocalBlobStore
@@ -23,9 +23,9 @@ def test_lifespan_builds_the_production_context_from_settings(tmp_path: Path) ->
         assert isinstance(context.store, LocalBlobStore)
         # the encoder client sits behind the query-vector cache
         assert isinstance(context.encoder, CachedTextEncoder)
-        assert isinstance(context.encoder.inner, AsyncHttpEncoderClient)
+        assert isinstance(context.encoder.inner, HttpEncoderClient)
         assert context.encoder.model == settings.embedding_model
-        assert isinstance(context.index, AsyncHttpIndexClient)
+        assert isinstance(context.index, HttpIndexClient)
         assert isinstance(context.queue, CeleryCaptionQueue)
         assert client.get("/readyz").status_code == 200
     assert (tmp_path / "state" / "capsearch.db").is_file()

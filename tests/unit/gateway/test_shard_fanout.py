@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from services.gateway.deps import build_context, close_context
-from shared.clients import AsyncHttpIndexClient
+from shared.clients import HttpIndexClient
 from shared.config import Settings
 from shared.errors import DependencyTimeout, DependencyUnavailable
-from shared.shards import ShardedIndexClient, make_async_index_client
+from shared.shards import ShardedIndexClient, make_index_client
 from tests.unit.gateway.conftest import DIM, Gateway, GatewayFactory
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -51,7 +51,7 @@ async def _slow(request: httpx.Request) -> httpx.Response:
 
 
 def _client(handlers: list[Handler], **kw: object) -> ShardedIndexClient:
-    shards = [AsyncHttpIndexClient(f"http://shard{i}", transport=httpx.MockTransport(h))
+    shards = [HttpIndexClient(f"http://shard{i}", transport=httpx.MockTransport(h))
               for i, h in enumerate(handlers)]
     return ShardedIndexClient(shards, **{"timeout_s": 0.5, **kw})  # type: ignore[arg-type]
 
@@ -116,10 +116,10 @@ def test_gateway_search_over_shards_answers_partial_results(make_gateway: Gatewa
 
 
 def test_search_urls_make_a_fan_out_and_one_url_a_plain_client(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    one = make_async_index_client(Settings(data_dir=tmp_path))
-    many = make_async_index_client(Settings(data_dir=tmp_path,
+    one = make_index_client(Settings(data_dir=tmp_path))
+    many = make_index_client(Settings(data_dir=tmp_path,
                                             search_urls="http://a:1,http://b:2"))
-    assert isinstance(one, AsyncHttpIndexClient)
+    assert isinstance(one, HttpIndexClient)
     assert isinstance(many, ShardedIndexClient) and len(many.shards) == 2
     context = build_context(Settings(data_dir=tmp_path, search_urls='["http://a:1","http://b:2"]'))
     try:

@@ -12,9 +12,16 @@ from numpy.typing import NDArray
 from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.search.service import EMBEDDING_KIND, IndexService
+from services.search.service import IndexService
 from shared.config import IndexSettings, Settings
-from shared.db import Embedding, ImageRecord, create_schema, make_engine, make_session_factory
+from shared.db import (
+    Embedding,
+    EmbeddingKind,
+    ImageRecord,
+    create_schema,
+    make_engine,
+    make_session_factory,
+)
 from shared.vectors import to_bytes
 
 DIM = 16
@@ -61,8 +68,9 @@ def store_vectors(sessions: sessionmaker[Session], settings: Settings) -> StoreV
                  "attempts": 0}
                 for i in ids])
             session.execute(insert(Embedding.__table__), [
-                {"image_id": i, "kind": EMBEDDING_KIND, "model": settings.embedding_model,
-                 "dim": vectors.shape[1], "vector": to_bytes(v)}
+                {"image_id": i, "kind": EmbeddingKind.caption.value,
+                 "model": settings.embedding_model, "dim": vectors.shape[1],
+                 "vector": to_bytes(v)}
                 for i, v in zip(ids, vectors, strict=True)])
         return ids
 

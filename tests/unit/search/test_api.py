@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from services.search.app import create_app
 from services.search.service import IndexService
-from shared.clients import AsyncHttpIndexClient
+from shared.clients import HttpIndexClient
 from shared.config import Settings
 from shared.errors import CapsearchError
 from shared.schemas import IndexChangeResponse
@@ -143,12 +143,18 @@ def test_the_shared_http_client_speaks_this_api(settings: Settings, service: Ind
     app = create_app(settings, service)
 
     async def _round_trip() -> None:
-        index = AsyncHttpIndexClient("http://search", transport=httpx.ASGITransport(app=app))
+        index = HttpIndexClient("http://search", transport=httpx.ASGITransport(app=app))
         try:
             assert await index.add([1, 2, 3], vectors[:3]) == IndexChangeResponse(count=3, size=3)
             assert (await index.search(vectors[1], 2)).hits[0].image_id == 2
             assert await index.remove([2]) == IndexChangeResponse(count=1, size=2)
-            assert (await index.rebuild()).n_vectors == 60  # rebuilt from the database
+            status = await index.start_rebuild()
+            with anyio.fail_after(30):
+                while status.state == "building":
+                    await anyio.sleep(0.02)
+                    status = await index.rebuild_status()
+            assert status.result is not None
+            assert status.result.n_vectors == 60  # rebuilt from the database
             assert (await index.stats()).size == 60
             with pytest.raises(CapsearchError) as refused:
                 await index.search(vectors[1][:4], 2)
@@ -166,7 +172,7 @@ def test_the_shared_http_client_speaks_this_api_over_real_http(
 
     async def _round_trip() -> None:
         async with serve_asgi(create_app(settings, service), lifespan="on") as url:
-            index = AsyncHttpIndexClient(url)
+            index = HttpIndexClient(url)
             try:
                 assert await index.add([1, 2, 3], vectors[:3]) == IndexChangeResponse(
                     count=3, size=3)

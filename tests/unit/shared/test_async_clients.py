@@ -10,7 +10,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from shared.clients import SERVICE_TOKEN_HEADER, AsyncHttpEncoderClient, AsyncHttpIndexClient
+from shared.clients import SERVICE_TOKEN_HEADER, HttpEncoderClient, HttpIndexClient
 from shared.errors import DependencyTimeout, DependencyUnavailable
 from shared.logging import request_id_var
 from tests.support.asgiserver import serve_asgi
@@ -46,8 +46,8 @@ def test_encode_and_search_round_trip_with_token_and_request_id() -> None:
     async def main() -> None:
         request_id_var.set("rid-42")
         async with serve_asgi(services_app(seen)) as url:
-            encoder = AsyncHttpEncoderClient(url, service_token="s3cret")
-            index = AsyncHttpIndexClient(url, service_token="s3cret")
+            encoder = HttpEncoderClient(url, service_token="s3cret")
+            index = HttpIndexClient(url, service_token="s3cret")
             vectors = await encoder.encode(["a dog", "a cat"])
             found = await index.search(vectors[0], k=3)
             await encoder.aclose()
@@ -63,7 +63,7 @@ def test_encode_and_search_round_trip_with_token_and_request_id() -> None:
 def test_a_503_from_search_is_dependency_unavailable() -> None:
     async def main() -> None:
         async with serve_asgi(services_app([], status=503)) as url:
-            index = AsyncHttpIndexClient(url)
+            index = HttpIndexClient(url)
             try:
                 with pytest.raises(DependencyUnavailable, match="index loading"):
                     await index.search(np.ones(2, dtype=np.float32), k=3)
@@ -75,7 +75,7 @@ def test_a_503_from_search_is_dependency_unavailable() -> None:
 
 def test_an_encoder_not_listening_is_dependency_unavailable() -> None:
     async def main() -> None:
-        encoder = AsyncHttpEncoderClient(f"http://127.0.0.1:{free_port()}", timeout=2.0)
+        encoder = HttpEncoderClient(f"http://127.0.0.1:{free_port()}", timeout=2.0)
         with pytest.raises(DependencyUnavailable, match="encoder unreachable"):
             await encoder.encode(["a dog"])
         await encoder.aclose()
@@ -93,7 +93,7 @@ def test_a_search_that_never_answers_is_dependency_timeout() -> None:
 
     async def main() -> None:
         server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
-        index = AsyncHttpIndexClient(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}",
+        index = HttpIndexClient(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}",
                                      timeout=0.2)
         try:
             with pytest.raises(DependencyTimeout, match="search timed out"):

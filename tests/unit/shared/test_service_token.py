@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from services.encoder.app import create_app as create_encoder
 from services.search.app import create_app as create_search
 from services.search.service import IndexService
+from shared.blocking import BlockingEncoder, BlockingIndex
 from shared.clients import SERVICE_TOKEN_HEADER, HttpEncoderClient, HttpIndexClient
 from shared.config import Settings
 from shared.db import create_schema, make_engine, make_session_factory
@@ -78,26 +79,37 @@ def test_probes_stay_open(encoder_client: TestClient, search_client: TestClient,
     assert search_client.get(path).status_code == 200
 
 
-def test_sync_clients_send_the_token() -> None:
+def test_the_worker_s_blocking_clients_send_the_token() -> None:
+    """The caption worker calls through the blocking shells; the token travels all the same."""
     seen: list[str | None] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request.headers.get(SERVICE_TOKEN_HEADER))
         if request.url.path == "/v1/encode":
             return httpx.Response(200, json={"model": "m", "dim": 1, "vectors": [[1.0]]})
-        return httpx.Response(200, json={"size": 0, "dim": None, "index_version": None,
-                                         "n_clusters": 0, "exact": True})
+        return httpx.Response(200, json={"count": 1, "size": 1})
 
     transport = httpx.MockTransport(handler)
-    HttpEncoderClient("http://e", transport=transport, service_token=TOKEN).encode(["x"])
-    HttpIndexClient("http://s", transport=transport, service_token=TOKEN).stats()
-    HttpIndexClient("http://s", transport=transport).stats()
+    encoder = BlockingEncoder(HttpEncoderClient("http://e", transport=transport,
+                                                service_token=TOKEN))
+    with_token = BlockingIndex(HttpIndexClient("http://s", transport=transport,
+                                               service_token=TOKEN))
+    without = BlockingIndex(HttpIndexClient("http://s", transport=transport))
+    try:
+        assert encoder.encode(["x"]).tolist() == [[1.0]]
+        assert with_token.add([1], np.ones((1, 1), dtype=np.float32)).count == 1
+        assert without.remove([1]).count == 1
+    finally:
+        for client in (encoder, with_token, without):
+            client.close()
     assert seen == [TOKEN, TOKEN, None]
 
 
 def test_a_refused_token_surfaces_as_an_error_not_a_result() -> None:
     transport = httpx.MockTransport(lambda r: httpx.Response(
         401, json={"error": {"code": "unauthorized", "message": "token"}}))
+    index = BlockingIndex(HttpIndexClient("http://s", transport=transport))
     with pytest.raises(CapsearchError) as err:
-        HttpIndexClient("http://s", transport=transport).stats()
+        index.remove([1])
+    index.close()
     assert err.value.status_code == 401
