@@ -46,7 +46,7 @@ class EmbeddedStack:
         """The gateway over the in-process parts; without keys only for a loopback listener."""
         from services.encoder.inprocess import InProcessEncoderClient
         from services.gateway.app import create_app
-        from services.gateway.deps import GatewayContext
+        from services.gateway.core.context import GatewayContext
         from services.search.inprocess import InProcessIndexClient
 
         auth = self.settings.auth.model_copy(update={"enabled": require_keys})

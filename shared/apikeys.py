@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal, get_args
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -25,7 +26,8 @@ from shared.db import ApiKey
 from shared.db.models import aware, utcnow
 from shared.errors import NotFound, ValidationFailed
 
-SCOPES: tuple[str, ...] = ("search", "write", "admin")
+Scope = Literal["search", "write", "admin"]
+SCOPES: tuple[Scope, ...] = get_args(Scope)
 KEY_PREFIX = "csk_"
 PREFIX_CHARS = 12
 KEY_CHARS = len(KEY_PREFIX) + 43

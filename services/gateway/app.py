@@ -1,4 +1,6 @@
-"""The gateway app: the public /v1 REST API in front of the database, blobs, encoder and search."""
+"""The gateway app: the public /v1 REST API and the web UI in front of the database, the blobs,
+the encoder and the search service. Wiring only: middleware, routers, lifespan
+(docs/architecture.md walks through the rest)."""
 
 from __future__ import annotations
 
@@ -7,18 +9,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
-from services.gateway.auth import AuthMiddleware
-from services.gateway.deps import GatewayContext, build_context, close_context
-from services.gateway.discovery_routes import router as discovery_router
-from services.gateway.limits import BodySizeLimit
-from services.gateway.observability import gateway_collector
-from services.gateway.ratelimit import make_rate_limiter
-from services.gateway.routes import health_router, router, upload_router
-from services.gateway.sweeper import sweep_forever, warm_up
-from services.gateway.ui import mount_static
-from services.gateway.ui import router as ui_router
+from services.gateway.api import health, images, imports, index, search, similar
+from services.gateway.core.auth import AuthMiddleware, body_scopes
+from services.gateway.core.background import sweep_forever, warm_up
+from services.gateway.core.body_limit import BodySizeLimit, upload_body_limit
+from services.gateway.core.context import GatewayContext, build_context, close_context
+from services.gateway.core.metrics import gateway_collector
+from services.gateway.core.ratelimit import make_rate_limiter
+from services.gateway.ui import pages
 from shared.config import Settings, get_settings
 from shared.metrics import install_metrics
 from shared.queue import CeleryCaptionQueue
@@ -26,15 +26,9 @@ from shared.web import install_error_handlers, install_request_context
 
 log = logging.getLogger(__name__)
 
-# multipart framing per file part (headers, boundary) and the small form fields
-PART_OVERHEAD_BYTES = 16 * 1024
-FORM_OVERHEAD_BYTES = 64 * 1024
-
-
-def upload_body_limit(settings: Settings) -> int:
-    """The largest request body POST /v1/images accepts: every file at its cap, plus framing."""
-    per_file = settings.max_upload_bytes + PART_OVERHEAD_BYTES
-    return settings.max_files_per_request * per_file + FORM_OVERHEAD_BYTES
+# every router but the upload route's (mounted apart, with the form limits of the settings)
+ROUTERS: tuple[APIRouter, ...] = (images.router, search.router, similar.router, imports.router,
+                                  index.router, health.router, pages.router)
 
 
 def create_app(settings: Settings | None = None, context: GatewayContext | None = None
@@ -86,14 +80,14 @@ def create_app(settings: Settings | None = None, context: GatewayContext | None 
     app.add_middleware(BodySizeLimit, limit=upload_body_limit(settings))
     # before routing and body parsing: a stranger's upload is refused before it is read
     app.add_middleware(AuthMiddleware, enabled=auth_enabled, cache_s=settings.auth.cache_s,
-                       limiter=limiter)
+                       limiter=limiter, body_scopes=body_scopes((images.upload_router,
+                                                                 *ROUTERS)))
     install_request_context(app)  # outermost: even a refused body gets a request id
-    app.include_router(upload_router, form_limits={"max_files": settings.max_files_per_request,
-                                                   "max_fields": 16})
-    app.include_router(router)
-    app.include_router(health_router)
-    app.include_router(discovery_router)
-    app.include_router(ui_router)  # the web UI at /
-    mount_static(app)
+    app.include_router(images.upload_router,
+                       form_limits={"max_files": settings.max_files_per_request,
+                                    "max_fields": 16})
+    for router in ROUTERS:
+        app.include_router(router)
+    pages.mount_static(app)
     install_metrics(app, "gateway", collect=gateway_collector(app))
     return app

@@ -1,4 +1,4 @@
-"""Images once stored: describe, list, read their blobs, delete."""
+"""Images once stored: describe, list, look up, read their blobs, delete; their sources."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.gateway.filters import ImageFilters
-from services.gateway.schemas import ImagePage
 from shared.clients import IndexClient
 from shared.db import Caption, Embedding, ImageRecord, ImageStatus, Membership
 from shared.db.queries import chunked, latest_caption
 from shared.errors import CapsearchError, NotFound
 from shared.images import CONTENT_TYPES
-from shared.schemas import ImageLookupResult, ImagePublic
+from shared.schemas import ImageLookupResult, ImagePage, ImagePublic, SourceCount
 from shared.storage import BlobStore, original_key, thumbnail_key
 
 log = logging.getLogger(__name__)
@@ -102,6 +101,14 @@ def list_images(*, session: Session, status: ImageStatus | None, limit: int, off
     next_offset = offset + len(rows) if offset + len(rows) < total else None
     return ImagePage(images=[image_public(r, captions.get(r.id)) for r in rows], total=total,
                      limit=limit, offset=offset, next_offset=next_offset)
+
+
+def list_sources(session: Session, limit: int) -> list[SourceCount]:
+    """The folders/sources images came from, with how many each (for a filter menu)."""
+    rows = session.execute(
+        select(ImageRecord.source, func.count()).group_by(ImageRecord.source)
+        .order_by(ImageRecord.source).limit(limit))
+    return [SourceCount(source=source, images=int(count)) for source, count in rows]
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import anyio
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.gateway.deps import GatewayContext
+from services.gateway.core.context import GatewayContext
 from services.gateway.uploads import (
     CheckedUpload,
     ingest_checked,

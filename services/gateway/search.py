@@ -1,37 +1,86 @@
-"""Search: validate the query, encode it, ask the index, hydrate the hits from the database."""
+"""A search, from a checked query to one page of results: a relevance threshold, filters, sort by
+relevance or date, cursor paging and (optionally) hybrid ranking.
+
+The vector index proposes candidates; the database filters them and supplies metadata. Hybrid
+ranking fuses the vector ranking with a full-text ranking of caption text (Postgres full-text,
+SQLite FTS5) by reciprocal rank fusion. Whatever the order, each result's `score` is the
+cosine similarity of the query and its caption vector, so `min_score` means one thing.
+
+Plain queries (relevance, no filters, no fusion) ask the index for exactly the rows the page
+needs; filtered or date-sorted queries work on the best `ranking.filter_depth` candidates.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, NamedTuple
 
 import anyio
+import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.gateway.filters import ImageFilters
+from services.gateway.images import content_url, thumbnail_url
+from services.gateway.ranking import (
+    decode_cursor,
+    encode_cursor,
+    newest_first,
+    reciprocal_rank_fusion,
+)
 from shared.clients import EncoderClient, IndexClient
 from shared.config import Settings
-from shared.db import Caption, ImageRecord
+from shared.db import ImageRecord
+from shared.db.fulltext import match_captions
+from shared.db.models import aware
+from shared.db.queries import chunked, latest_caption, load_vectors
 from shared.errors import ValidationFailed
-from shared.schemas import SearchResult, SearchResults
+from shared.schemas import SearchHit, SearchResult, SearchResults
 
+Sort = Literal["relevance", "date"]
 DEFAULT_K = 10
+MAX_INDEX_K = 1000  # what one search-service call returns at most (SearchRequest.k)
 
 
 @dataclass(frozen=True)
 class SearchQuery:
-    """A validated search request."""
+    """A checked search: the text, how many and how good, how ordered, narrowed and paged."""
 
     q: str
     k: int
     min_score: float = -1.0
     nprobe: int | None = None
+    sort: Sort = "relevance"
+    filters: ImageFilters = ImageFilters()
+    hybrid: bool = False
+    cursor: str | None = None
+
+    def fingerprint(self) -> str:
+        """What a cursor is bound to: the same text, threshold, order and filters."""
+        key = repr((self.q, self.min_score, self.nprobe, self.sort, self.hybrid,
+                    self.filters.fingerprint()))
+        return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
-def validate_search_query(*, settings: Settings, q: str, k: int | None, min_score: float,
-                          nprobe: int | None) -> SearchQuery:
-    """Check what the static query constraints cannot: stripped text and setting-bound caps."""
+def check_k(k: int | None, max_k: int) -> int:
+    """How many results: `DEFAULT_K` when not given, else within 1..max_k (the setting)."""
+    k = min(DEFAULT_K, max_k) if k is None else k
+    if not 1 <= k <= max_k:
+        raise ValidationFailed(f"k: must be between 1 and {max_k}")
+    return k
+
+
+def check_query(*, settings: Settings, q: str, k: int | None, min_score: float = -1.0,
+                nprobe: int | None = None, sort: Sort = "relevance",
+                filters: ImageFilters = ImageFilters(), hybrid: bool = False,
+                cursor: str | None = None) -> SearchQuery:
+    """A `SearchQuery`, after what the static constraints of a request cannot check: the
+    text without control characters, and the caps the settings set."""
     # control characters (NUL, BEL, ...) are dropped; a query of nothing visible is empty
     text = "".join(ch for ch in q if unicodedata.category(ch) != "Cc" or ch.isspace()).strip()
     if not any(unicodedata.category(ch) not in ("Cc", "Cf", "Zs", "Zl", "Zp") for ch in text):
@@ -39,67 +88,150 @@ def validate_search_query(*, settings: Settings, q: str, k: int | None, min_scor
     if len(text) > settings.query_max_chars:
         raise ValidationFailed(
             f"q: the query has {len(text)} characters; the limit is {settings.query_max_chars}")
-    k = min(DEFAULT_K, settings.search_max_k) if k is None else k
-    if not 1 <= k <= settings.search_max_k:
-        raise ValidationFailed(f"k: must be between 1 and {settings.search_max_k}")
+    k = check_k(k, settings.search_max_k)
     if not -1.0 <= min_score <= 1.0:
         raise ValidationFailed("min_score: must be between -1 and 1")
     if nprobe is not None and nprobe < 1:
         raise ValidationFailed("nprobe: must be at least 1")
-    return SearchQuery(q=text, k=k, min_score=min_score, nprobe=nprobe)
+    return SearchQuery(q=text, k=k, min_score=min_score, nprobe=nprobe, sort=sort,
+                       filters=filters, hybrid=hybrid, cursor=cursor)
+
+
+# ---- what the database says about candidates ---------------------------------------------------
 
 
 @dataclass(frozen=True)
-class HitDetails:
+class ImageDetails:
+    """What a result shows of an image besides its id and score."""
+
     filename: str
+    source: str
+    created_at: datetime
+    width: int
+    height: int
+    size_bytes: int
     caption: str | None
 
 
-def hydrate_hits(session: Session, image_ids: Sequence[int]) -> dict[int, HitDetails]:
-    """Filenames and latest captions of the images that still exist, in one query."""
-    if not image_ids:
-        return {}
-    stmt = (
-        select(ImageRecord.id, ImageRecord.filename, Caption.text)
-        .outerjoin(Caption, Caption.image_id == ImageRecord.id)
-        .where(ImageRecord.id.in_(list(image_ids)))
-        .order_by(ImageRecord.id, Caption.created_at, Caption.id)
-    )
-    details: dict[int, HitDetails] = {}
-    for image_id, filename, caption in session.execute(stmt):
-        # rows come oldest caption first, so the last one written per image wins
-        if image_id not in details or caption is not None:
-            details[image_id] = HitDetails(filename=filename, caption=caption)
-    return details
+def load_details(session: Session, image_ids: Sequence[int], filters: ImageFilters
+                 ) -> dict[int, ImageDetails]:
+    """Metadata and latest caption of the images that exist and pass the filters: one
+    statement (one round trip) per 900 ids, the caption as a correlated subquery."""
+    rows = []
+    caption = latest_caption().label("caption")
+    for chunk in chunked(list(dict.fromkeys(image_ids))):
+        rows += session.execute(
+            select(ImageRecord.id, ImageRecord.filename, ImageRecord.source,
+                   ImageRecord.created_at, ImageRecord.width, ImageRecord.height,
+                   ImageRecord.size_bytes, caption)
+            .where(ImageRecord.id.in_(chunk), *filters.clauses())).all()
+    return {r.id: ImageDetails(filename=r.filename, source=r.source,
+                               created_at=aware(r.created_at), width=r.width, height=r.height,
+                               size_bytes=r.size_bytes, caption=r.caption)
+            for r in rows}
 
 
-def _hydrate(session_factory: sessionmaker[Session], image_ids: list[int]
-             ) -> dict[int, HitDetails]:
+class Ranked(NamedTuple):
+    """A result in its final place: the image and its cosine score."""
+
+    image_id: int
+    score: float
+
+
+def as_result(hit: Ranked, d: ImageDetails) -> SearchResult:
+    return SearchResult(id=hit.image_id, score=hit.score, caption=d.caption,
+                        filename=d.filename, content_url=content_url(hit.image_id),
+                        thumbnail_url=thumbnail_url(hit.image_id), source=d.source,
+                        created_at=d.created_at, width=d.width, height=d.height,
+                        size_bytes=d.size_bytes)
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """What the database says about the candidates of one query."""
+
+    details: dict[int, ImageDetails]
+    text_ranking: list[int]
+    text_scores: dict[int, float]  # cosine scores of text matches the vector list lacked
+
+
+def _gather(session_factory: sessionmaker[Session], *, query: SearchQuery,
+            vector_ids: list[int], query_vector: NDArray[np.float32], text_depth: int,
+            model: str) -> Candidates:
     with session_factory() as session:
-        return hydrate_hits(session, image_ids)
+        text_ranking = match_captions(session, query.q, text_depth) if query.hybrid else []
+        known = set(vector_ids)
+        text_only = [i for i in text_ranking if i not in known]
+        vectors = load_vectors(session, text_only, model=model) if text_only else {}
+        text_scores = {i: float(np.dot(query_vector, v)) for i, v in vectors.items()
+                       if v.shape == query_vector.shape}
+        details = load_details(session, vector_ids + list(text_scores), query.filters)
+    return Candidates(details=details, text_ranking=text_ranking, text_scores=text_scores)
 
 
-async def search_images(*, query: SearchQuery, encoder: EncoderClient,
-                        index: IndexClient, session_factory: sessionmaker[Session]
-                        ) -> SearchResults:
-    """Encode the text, search the index, keep hits above min_score, hydrate in rank order."""
+# ---- ranking and paging ------------------------------------------------------------------------
+
+
+def _depths(query: SearchQuery, offset: int, settings: Settings) -> tuple[int, bool]:
+    """How many vector candidates to ask for, and whether that is exactly the page (plain)."""
+    wanted = offset + query.k
+    plain = query.sort == "relevance" and not query.filters.active and not query.hybrid
+    if plain:
+        depth = wanted
+    elif query.filters.active or query.sort == "date":
+        depth = max(wanted, settings.ranking.filter_depth)
+    else:
+        depth = max(wanted, settings.ranking.depth)
+    if wanted > MAX_INDEX_K:
+        raise ValidationFailed(f"cursor: pages end after the best {MAX_INDEX_K} results; "
+                               "narrow the query or add filters")
+    return min(depth, MAX_INDEX_K), plain
+
+
+def order_candidates(*, hits: list[SearchHit], candidates: Candidates, query: SearchQuery,
+                     settings: Settings) -> list[Ranked]:
+    """Every candidate that passed the filters and min_score, in final order."""
+    scores = {h.image_id: h.score for h in hits} | candidates.text_scores
+    keep = {i for i, s in scores.items()
+            if i in candidates.details and s >= query.min_score}
+    if query.sort == "date":
+        created = {i: candidates.details[i].created_at for i in keep}
+        order = newest_first(list(keep), created)
+    elif query.hybrid:
+        vector_ranking = [h.image_id for h in hits]
+        fused = reciprocal_rank_fusion([vector_ranking, candidates.text_ranking],
+                                       [1.0, settings.ranking.text_weight],
+                                       k=settings.ranking.rrf_k)
+        order = [i for i in fused if i in keep]
+    else:
+        order = [h.image_id for h in hits if h.image_id in keep]
+    return [Ranked(i, scores[i]) for i in order]
+
+
+async def search_page(*, query: SearchQuery, settings: Settings, encoder: EncoderClient,
+                      index: IndexClient, session_factory: sessionmaker[Session]
+                      ) -> SearchResults:
+    """One page of results for the query and its cursor."""
+    fingerprint = query.fingerprint()
+    offset = decode_cursor(query.cursor, fingerprint) if query.cursor else 0
+    depth, plain = _depths(query, offset, settings)
     vectors = await encoder.encode([query.q])
-    found = await index.search(vectors[0], query.k, query.nprobe)
-    hits = [h for h in found.hits if h.score >= query.min_score]
-    details = await anyio.to_thread.run_sync(_hydrate, session_factory,
-                                             [h.image_id for h in hits])
-    results = [
-        SearchResult(
-            id=h.image_id,
-            score=h.score,
-            caption=details[h.image_id].caption,
-            filename=details[h.image_id].filename,
-            content_url=f"/v1/images/{h.image_id}/content",
-            thumbnail_url=f"/v1/images/{h.image_id}/thumbnail",
-        )
-        for h in hits
-        if h.image_id in details  # deleted since it was indexed
-    ]
-    return SearchResults(query=query.q, k=query.k, results=results,
-                         index_version=found.index_version, partial=found.partial,
-                         failed_shards=found.failed_shards)
+    found = await index.search(vectors[0], depth, query.nprobe)
+    candidates = await anyio.to_thread.run_sync(lambda: _gather(
+        session_factory, query=query, vector_ids=[h.image_id for h in found.hits],
+        query_vector=vectors[0], text_depth=settings.ranking.depth,
+        model=settings.embedding_model))
+    ranked = order_candidates(hits=found.hits, candidates=candidates, query=query,
+                              settings=settings)
+    page = ranked[offset:offset + query.k]
+    more = len(ranked) > offset + query.k
+    if plain and len(found.hits) == depth and len(ranked) == len(found.hits):
+        more = True  # the index may hold more than it was asked for
+    next_offset = offset + query.k
+    next_cursor = (encode_cursor(next_offset, fingerprint)
+                   if more and next_offset < MAX_INDEX_K else None)
+    return SearchResults(
+        query=query.q, k=query.k,
+        results=[as_result(hit, candidates.details[hit.image_id]) for hit in page],
+        index_version=found.index_version, partial=found.partial, sort=query.sort,
+        hybrid=query.hybrid, next_cursor=next_cursor)

@@ -14,31 +14,16 @@ from dataclasses import dataclass
 import anyio
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.gateway.deps import MAX_ID
 from services.gateway.filters import ImageFilters
-from services.gateway.retrieval import ImageDetails, as_result, load_details
+from services.gateway.search import ImageDetails, Ranked, as_result, load_details
 from shared.clients import IndexClient
 from shared.db import ImageRecord
 from shared.db.queries import load_vectors
-from shared.errors import Conflict, NotFound, ValidationFailed
+from shared.errors import Conflict, NotFound
 from shared.schemas import SimilarResults
-
-
-class SimilarOptions(BaseModel):
-    """How many similar images, and how similar at least (form fields of an upload)."""
-
-    k: int | None = Field(None, ge=1, description="how many results, the image included")
-    min_score: float = Field(-1.0, ge=-1.0, le=1.0, allow_inf_nan=False)
-
-
-class SimilarRequest(SimilarOptions):
-    """The JSON body of `POST /v1/search/similar`."""
-
-    image_id: int = Field(..., ge=1, le=MAX_ID, description="an image of the collection")
 
 
 class NotIndexed(Conflict):
@@ -75,29 +60,23 @@ def example_by_bytes(session: Session, data: bytes, model: str) -> Example:
     return example_by_id(session, int(image_id), model)
 
 
-def check_k(k: int | None, max_k: int) -> int:
-    k = min(10, max_k) if k is None else k
-    if not 1 <= k <= max_k:
-        raise ValidationFailed(f"k: must be between 1 and {max_k}")
-    return k
-
-
 async def find_similar(*, example: Example, k: int, min_score: float, nprobe: int | None,
                        index: IndexClient, session_factory: sessionmaker[Session]
                        ) -> SimilarResults:
     """The k nearest images to the example's caption vector, the example itself first."""
     found = await index.search(example.vector, k + 1, nprobe)
     self_score = float(np.dot(example.vector, example.vector))
-    ranked = [(example.image_id, self_score)] + [
-        (h.image_id, h.score) for h in found.hits
+    ranked = [Ranked(example.image_id, self_score)] + [
+        Ranked(h.image_id, h.score) for h in found.hits
         if h.image_id != example.image_id and h.score >= min_score]
     ranked = ranked[:k]
 
     def _details() -> dict[int, ImageDetails]:
         with session_factory() as session:
-            return load_details(session, [i for i, _ in ranked], ImageFilters())
+            return load_details(session, [hit.image_id for hit in ranked], ImageFilters())
 
     details = await anyio.to_thread.run_sync(_details)
-    results = [as_result(i, s, details[i]) for i, s in ranked if i in details]
+    results = [as_result(hit, details[hit.image_id]) for hit in ranked
+               if hit.image_id in details]
     return SimilarResults(image_id=example.image_id, k=k, results=results,
                           index_version=found.index_version, partial=found.partial)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import redis
 
-from services.gateway.ratelimit import RedisTokenBucket
+from services.gateway.core.ratelimit import RedisTokenBucket
 from shared.apikeys import create_key, revoke_key
 from shared.db import make_session_factory
 from tests.integration.conftest import SERVICE_TOKEN, RunningStack

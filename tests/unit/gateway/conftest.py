@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.gateway.app import create_app
-from services.gateway.deps import GatewayContext, close_context
+from services.gateway.core.context import GatewayContext, close_context
 from shared.clients import HttpEncoderClient, HttpIndexClient
 from shared.config import Settings
 from shared.db import ImageRecord, create_schema, make_engine, make_session_factory

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
-from services.gateway.app import create_app, upload_body_limit
-from services.gateway.deps import GatewayContext
+from services.gateway.app import create_app
+from services.gateway.core.body_limit import upload_body_limit
+from services.gateway.core.context import GatewayContext
 from services.gateway.querycache import CachedTextEncoder
 from shared.clients import HttpEncoderClient, HttpIndexClient
 from shared.config import Settings

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.gateway.deps import Principal, get_principal
+from services.gateway.core.auth import Principal, get_principal
 from tests.unit.gateway.conftest import Gateway, assert_error, synthetic_jpeg
 
 

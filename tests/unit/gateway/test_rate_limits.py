@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from services.gateway.ratelimit import MemoryTokenBucket, RedisTokenBucket, make_rate_limiter
+from services.gateway.core.ratelimit import MemoryTokenBucket, RedisTokenBucket, make_rate_limiter
 from shared.apikeys import create_key
 from shared.config import Settings
 from tests.unit.gateway.conftest import Gateway, GatewayFactory, assert_error

@@ -12,7 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
-from services.gateway.deps import build_context, close_context
+from services.gateway.core.context import build_context, close_context
 from shared.clients import HttpIndexClient
 from shared.config import Settings
 from shared.errors import DependencyTimeout, DependencyUnavailable

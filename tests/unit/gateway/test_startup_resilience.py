@@ -8,7 +8,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from services.gateway.app import create_app
-from services.gateway.readiness import SchemaGate
+from services.gateway.core.schema import SchemaGate
 from shared.config import Settings
 from shared.db import make_engine
 from shared.errors import DatabaseUnavailable

@@ -10,7 +10,18 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.config import Settings
 from shared.web import error_response
+
+# multipart framing per file part (headers, boundary) and the small form fields
+PART_OVERHEAD_BYTES = 16 * 1024
+FORM_OVERHEAD_BYTES = 64 * 1024
+
+
+def upload_body_limit(settings: Settings) -> int:
+    """The largest request body POST /v1/images accepts: every file at its cap, plus framing."""
+    per_file = settings.max_upload_bytes + PART_OVERHEAD_BYTES
+    return settings.max_files_per_request * per_file + FORM_OVERHEAD_BYTES
 
 
 class BodyTooLarge(HTTPException):

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.gateway.deps import GatewayContext
+from services.gateway.core.context import GatewayContext
 from shared.db import ImageRecord, ImageStatus
 from shared.metrics import QUEUE_DEPTH, Collect, set_image_counts, set_index_stats
 
@@ -25,7 +25,7 @@ def image_counts(session_factory: sessionmaker[Session]) -> dict[str, int]:
 
 
 async def _collect_images(context: GatewayContext) -> None:
-    if context.schema is not None and not context.schema.ready:
+    if not context.schema_ready:
         return  # no database yet: the gauges keep their last values
     counts = await anyio.to_thread.run_sync(image_counts, context.session_factory)
     set_image_counts(counts, [s.value for s in ImageStatus])

@@ -14,7 +14,7 @@ from functools import partial
 
 import anyio
 
-from services.gateway.deps import GatewayContext
+from services.gateway.core.context import GatewayContext
 from services.gateway.imports import STALE_AFTER_S, fail_stale_imports
 from shared.consistency import requeue_stuck
 from shared.errors import CapsearchError
@@ -44,7 +44,7 @@ async def sweep_forever(context: GatewayContext) -> None:
                     older_than_s=settings.requeue_after_s)
     while True:
         await anyio.sleep(settings.requeue_interval_s)
-        if context.schema is not None and not context.schema.ready:
+        if not context.schema_ready:
             continue
         try:
             ids = await anyio.to_thread.run_sync(sweep)

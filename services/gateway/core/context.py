@@ -1,0 +1,126 @@
+"""What the gateway talks to, built once per process, and the dependencies routes take from it.
+
+`GatewayContext` holds the database, the blob store, the encoder and index clients and the
+caption queue; `build_context` makes the stack's (the embedded mode hands in its own). Routes
+never reach into it directly: they take `SessionDep`, `StoreDep`, `SettingsDep` or, for what
+has no alias of its own, `ContextDep`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.gateway.core.schema import SchemaGate
+from services.gateway.querycache import CachedTextEncoder, cache_entries
+from shared.celery_app import make_celery
+from shared.clients import EncoderClient, IndexClient, make_encoder_client
+from shared.config import Settings
+from shared.db import make_engine, make_session_factory
+from shared.queue import CaptionQueue, CeleryCaptionQueue
+from shared.shards import make_index_client
+from shared.storage import BlobStore, make_blob_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GatewayContext:
+    """Everything the gateway talks to; built once per process (or handed in by embedded mode)."""
+
+    settings: Settings
+    session_factory: sessionmaker[Session]
+    store: BlobStore
+    encoder: EncoderClient
+    index: IndexClient
+    queue: CaptionQueue
+    # creates the schema once the database answers (None: the caller created it already)
+    schema: SchemaGate | None = None
+
+    @property
+    def schema_ready(self) -> bool:
+        """Whether the schema is known to exist (always, when the caller created it)."""
+        return self.schema is None or self.schema.ready
+
+    def ensure_schema(self) -> None:
+        """503 database_unavailable until the schema exists (blocking; a flag check after)."""
+        if self.schema is not None:
+            self.schema.ensure()
+
+
+def build_context(settings: Settings) -> GatewayContext:
+    """The production context: database, blob store, HTTP clients of encoder/search, Celery.
+
+    Connects to nothing: the gateway starts while Postgres or S3 is down and answers 503
+    until they are back (the schema and the bucket are created on first contact).
+    """
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.sqlalchemy_url)
+    return GatewayContext(
+        settings=settings,
+        session_factory=make_session_factory(engine),
+        store=make_blob_store(settings, require=False),
+        # repeated queries skip the encoder (a bounded LRU of query vectors per model)
+        encoder=CachedTextEncoder(make_encoder_client(settings),
+                                  model=settings.embedding_model, max_entries=cache_entries()),
+        index=make_index_client(settings),  # a fan-out when there are several shards
+        queue=CeleryCaptionQueue(make_celery(settings), settings.caption_batch_size),
+        schema=SchemaGate(engine),
+    )
+
+
+async def close_context(context: GatewayContext) -> None:
+    """Close the HTTP clients and dispose the engine of a context built by `build_context`."""
+    await context.encoder.aclose()
+    await context.index.aclose()
+    engine = context.session_factory.kw.get("bind")
+    if engine is not None:
+        engine.dispose()
+
+
+async def get_context(request: Request) -> GatewayContext:
+    context: GatewayContext = request.app.state.context
+    return context
+
+
+ContextDep = Annotated[GatewayContext, Depends(get_context)]
+
+
+async def get_settings_dep(context: ContextDep) -> Settings:
+    return context.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+
+
+async def get_store(context: ContextDep) -> BlobStore:
+    return context.store
+
+
+StoreDep = Annotated[BlobStore, Depends(get_store)]
+
+
+def get_session(context: ContextDep) -> Iterator[Session]:
+    """A session per request; sync, so FastAPI runs it (and its users) in the thread pool."""
+    context.ensure_schema()  # 503 database_unavailable until Postgres answers
+    with context.session_factory() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def check_schema(context: ContextDep) -> None:
+    """For routes that open sessions themselves (not through SessionDep): the schema must
+    exist first, or the caller gets 503 database_unavailable, not a 500 (blocking: FastAPI
+    runs it in the thread pool)."""
+    context.ensure_schema()
+
+
+SchemaReady = Depends(check_schema)

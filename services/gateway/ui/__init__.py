@@ -1,0 +1,1 @@
+"""The web UI: server-rendered pages (`pages.py`) over the same domain functions as the API."""
