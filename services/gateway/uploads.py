@@ -29,7 +29,7 @@ from shared.errors import (
     PayloadTooLarge,
     ValidationFailed,
 )
-from shared.images import CONTENT_TYPES, check_with_thumbnail
+from shared.images import CONTENT_TYPES, CheckedImage, check_with_thumbnail
 from shared.queue import CaptionQueue
 from shared.schemas import UploadItem, UploadResponse
 from shared.storage import BlobStore, original_key, thumbnail_key
@@ -97,16 +97,15 @@ async def read_capped(upload: UploadSource, *, name: str, max_bytes: int) -> byt
     return data
 
 
-def check_named(data: bytes, *, name: str, settings: Settings) -> tuple[str, str, int, int, bytes]:
-    """check_image + a thumbnail, from one decode; errors name the file. Returns sha, format,
-    w, h, thumbnail."""
+def check_named(data: bytes, *, name: str, settings: Settings) -> tuple[CheckedImage, bytes]:
+    """check_image + a thumbnail, from one decode; errors name the file. Returns the checked
+    image and its thumbnail."""
     try:
-        img, thumb = check_with_thumbnail(data, max_bytes=settings.max_upload_bytes,
-                                          max_pixels=settings.max_pixels,
-                                          thumbnail_px=settings.thumbnail_px)
+        return check_with_thumbnail(data, max_bytes=settings.max_upload_bytes,
+                                    max_pixels=settings.max_pixels,
+                                    thumbnail_px=settings.thumbnail_px)
     except CapsearchError as exc:
         raise type(exc)(f"{name}: {exc.message}", code=exc.code) from None
-    return img.sha256, img.format, img.width, img.height, thumb
 
 
 def upload_concurrency(settings: Settings) -> int:
@@ -160,11 +159,11 @@ async def validate_uploads(*, uploads: Sequence[UploadSource], settings: Setting
         filename = clean_filename(upload.filename)
         name = filename or f"file #{index + 1}"
         data = await read_capped(upload, name=name, max_bytes=settings.max_upload_bytes)
-        sha, fmt, width, height, thumb = await anyio.to_thread.run_sync(
+        image, thumb = await anyio.to_thread.run_sync(
             partial(check_named, data, name=name, settings=settings))
-        return CheckedUpload(upload=upload, name=name, filename=filename, sha256=sha,
-                             format=fmt, width=width, height=height, size_bytes=len(data),
-                             thumbnail=thumb)
+        return CheckedUpload(upload=upload, name=name, filename=filename, sha256=image.sha256,
+                             format=image.format, width=image.width, height=image.height,
+                             size_bytes=len(data), thumbnail=thumb)
 
     return await in_order(uploads, check, upload_concurrency(settings))
 

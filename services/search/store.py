@@ -10,6 +10,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,6 +52,15 @@ class StoredVectors:
     @property
     def dim(self) -> int | None:
         return int(self.vectors.shape[1]) if self.ids.shape[0] else None
+
+
+class WrittenVector(NamedTuple):
+    """One stored vector and when it was written (what `IndexStore.written_since` reads)."""
+
+    image_id: int
+    dim: int
+    vector: bytes
+    written_at: datetime
 
 
 @dataclass(frozen=True)
@@ -142,9 +152,9 @@ class IndexStore:
                                   .where(*vectors_of(self.model, self.kind)))
 
     def written_since(self, since: datetime | None, limit: int = _CHUNK
-                      ) -> list[tuple[int, int, bytes, datetime]]:
-        """(image id, dim, vector bytes, written at) of the vectors written after `since`,
-        oldest first, at most `limit` (an index range scan)."""
+                      ) -> list[WrittenVector]:
+        """The vectors written after `since`, oldest first, at most `limit` (an index range
+        scan)."""
         query = select(Embedding.image_id, Embedding.dim, Embedding.vector,
                        Embedding.created_at).where(*vectors_of(self.model, self.kind))
         if since is not None:
@@ -152,7 +162,8 @@ class IndexStore:
         with self._sessions() as session:
             rows = session.execute(query.order_by(Embedding.created_at, Embedding.image_id)
                                    .limit(limit)).all()
-        return [(int(r[0]), int(r[1]), r[2], r[3]) for r in rows]
+        return [WrittenVector(int(image_id), int(dim), vector, written_at)
+                for image_id, dim, vector, written_at in rows]
 
     def active_version_id(self) -> int | None:
         """The id of the active ready version (a cheap poll for replicas)."""

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-import services.search.service as service_module
+import services.search.serving as serving_module
 from services.search.index import ExactIndex, build_ivf, fit_quantizer
 from services.search.service import IndexService
 from tests.unit.search.conftest import DIM, StoreVectors, clustered
@@ -68,7 +68,7 @@ def test_changes_made_during_a_rebuild_survive_the_swap(
         service.remove([5])
         return quantizer
 
-    monkeypatch.setattr(service_module, "fit_quantizer", build_while_changes_arrive)
+    monkeypatch.setattr(serving_module, "fit_quantizer", build_while_changes_arrive)
     built = service.rebuild()
     hits = [h.image_id for h in service.search(x[200], 200, nprobe=8).hits]
     assert built.exact is False

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-import services.search.service as service_module
+import services.search.serving as serving_module
 from services.search.service import IndexService
 from shared.config import Settings
 from shared.db import IndexVersion
@@ -93,7 +94,7 @@ def test_a_crash_mid_rebuild_leaves_the_old_version_serving(
     def crash(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise MemoryError("killed mid-fit")
 
-    monkeypatch.setattr(service_module, "fit_quantizer", crash)
+    monkeypatch.setattr(serving_module, "fit_quantizer", crash)
     service.start_rebuild()
     status = _wait(service)
     assert status.state == "failed" and "killed mid-fit" in (status.error or "")
@@ -178,7 +179,7 @@ def test_replicas_of_a_shard_follow_the_adds_the_other_one_received(
     moved = clustered(1, DIM, seed=99)[0]
     with sessions.begin() as session:
         session.execute(update(Embedding).where(Embedding.image_id == ids[5]).values(
-            vector=to_bytes(moved), created_at=service_module.datetime.now(service_module.UTC)))
+            vector=to_bytes(moved), created_at=datetime.now(UTC)))
     assert replica.follow() == 1
     assert replica.search(moved, 1).hits[0].image_id == ids[5]
     assert replica.stats().size == service.stats().size == 320
@@ -225,7 +226,7 @@ def test_following_an_idle_collection_reads_nothing_and_late_commits_are_kept(
     from shared.db import Embedding, ImageRecord
     from shared.vectors import to_bytes
 
-    now = service_module.datetime.now(service_module.UTC)
+    now = datetime.now(UTC)
     x = clustered(4, DIM)
 
     def put(image_id: int, vector: np.ndarray, written: object) -> None:

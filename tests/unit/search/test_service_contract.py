@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 import services.search.service as service_module
+import services.search.serving as serving_module
 from services.search.index import fit_quantizer
 from services.search.service import IndexService
 from shared.clients import IndexClient
@@ -43,7 +44,7 @@ def test_a_second_rebuild_while_one_runs_is_a_conflict(
                 seen.append(exc)
         return fit_quantizer(*args, **kwargs)
 
-    monkeypatch.setattr(service_module, "fit_quantizer", build_and_rebuild_again)
+    monkeypatch.setattr(serving_module, "fit_quantizer", build_and_rebuild_again)
     assert service.rebuild().exact is False
     assert len(seen) == 2
 
