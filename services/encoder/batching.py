@@ -40,6 +40,11 @@ class MicroBatcher:
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # how many forward calls were made (for tests and metrics)
 
+    @property
+    def waiting(self) -> int:
+        """Callers queued for a batch that has not started yet."""
+        return self._queue.qsize()
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._run())

@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -307,18 +307,20 @@ async def _heartbeat(factory: sessionmaker[Session], job_id: int) -> None:
             log.warning("import %d heartbeat failed: %s", job_id, exc)
 
 
-def fail_stale_imports(factory: sessionmaker[Session], older_than_s: float = STALE_AFTER_S
-                       ) -> list[int]:
-    """Jobs queued or running whose row nobody touched for `older_than_s`: their gateway died
-    (a stopped gateway fails its jobs itself). They are marked failed with a reason; importing
-    the same folder again skips what was already imported (as duplicates)."""
-    cutoff = utcnow() - timedelta(seconds=older_than_s)
+def fail_stale_imports(factory: sessionmaker[Session], older_than_s: float = STALE_AFTER_S,
+                       *, now: datetime | None = None) -> list[int]:
+    """Jobs queued or running whose row nobody touched for `older_than_s` before `now` (the
+    clock; a test sets it): their gateway died (a stopped gateway fails its jobs itself).
+    They are marked failed with a reason; importing the same folder again skips what was
+    already imported (as duplicates)."""
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=older_than_s)
     with factory.begin() as session:
         ids = list(session.scalars(
             update(ImportJob)
             .where(ImportJob.status.in_([ImportStatus.queued.value, ImportStatus.running.value]),
                    ImportJob.updated_at < cutoff)
-            .values(status=ImportStatus.failed.value, finished_at=utcnow(),
+            .values(status=ImportStatus.failed.value, finished_at=now,
                     error=f"interrupted: no progress for {older_than_s:.0f} s (the gateway "
                           "running it stopped); start the import again, files already "
                           "imported count as duplicates")

@@ -65,23 +65,27 @@ def test_batched_callers_get_the_vectors_they_would_get_alone(tiny_encoder) -> N
 
 
 def test_callers_that_arrive_while_a_batch_runs_form_the_next_batch() -> None:
-    """Closed-loop load: requests queue behind the running forward pass and share the next."""
+    """Closed-loop load: requests queue behind the running forward pass and share the next.
+    The test waits on conditions (the first pass running, five callers queued), not on time."""
     import threading
 
-    release = threading.Event()
+    running, release = threading.Event(), threading.Event()
     seen: list[int] = []
 
     def slow_encode(texts: Sequence[str]) -> np.ndarray:
         seen.append(len(texts))
         if len(seen) == 1:
-            release.wait(5)
+            running.set()
+            release.wait(30)
         return fake_encode(texts)
 
     async def main(batcher: MicroBatcher) -> list[np.ndarray]:
         first = asyncio.ensure_future(batcher.encode(["first"]))
-        await asyncio.sleep(0.05)  # the first batch is now running
+        assert await asyncio.to_thread(running.wait, 30)  # the first batch is now running
         rest = [asyncio.ensure_future(batcher.encode(["x" * n])) for n in range(1, 6)]
-        await asyncio.sleep(0.05)
+        async with asyncio.timeout(30):
+            while batcher.waiting < 5:  # every later caller is queued behind it
+                await asyncio.sleep(0)
         release.set()
         try:
             return await asyncio.gather(first, *rest)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -131,18 +132,40 @@ def test_an_import_whose_gateway_died_is_failed_by_the_sweep(importer: Gateway) 
 
 def test_a_slow_import_keeps_its_row_alive_while_it_lists(importer: Gateway, photo_root: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a huge folder is listed the job's row keeps being touched, so the sweep does not
+    take it for dead. The listing is held until the row shows a beat made during it: the
+    test waits on that, not on time."""
+    import threading
+    from datetime import timedelta
+
     import services.gateway.imports as imports_module
     from services.gateway.imports import fail_stale_imports
+    from shared.db import ImportJob
+    from shared.db.models import aware, utcnow
 
     monkeypatch.setattr(imports_module, "HEARTBEAT_S", 0.05)
+    stale_s = 300.0
     listing = imports_module.FolderSource.files
+    started: list[datetime] = []
+    release = threading.Event()
 
     def slow_files(self):  # type: ignore[no-untyped-def]
-        time.sleep(1.0)  # a huge folder
+        started.append(utcnow())
+        release.wait(30)  # a huge folder, until the test has seen a beat
         return listing(self)
 
     monkeypatch.setattr(imports_module.FolderSource, "files", slow_files)
     job = importer.client.post("/v1/imports", json={"folder": str(photo_root / "2024")}).json()
-    time.sleep(0.6)
-    assert fail_stale_imports(importer.session_factory, older_than_s=0.3) == []  # it beats
+    deadline = time.monotonic() + 30
+    beat = None
+    while beat is None or not started or beat <= started[0]:
+        assert time.monotonic() < deadline, "no heartbeat while listing"
+        time.sleep(0.01)
+        with importer.session_factory() as session:
+            beat = aware(session.get(ImportJob, job["id"]).updated_at)
+    # a sweep that counts a row untouched since the listing began as dead spares this one
+    sweep_clock = started[0] + timedelta(seconds=stale_s)
+    assert fail_stale_imports(importer.session_factory, older_than_s=stale_s,
+                              now=sweep_clock) == []
+    release.set()
     assert wait_done(importer, job["id"])["status"] == "done"
