@@ -139,23 +139,24 @@ def _transport_errors(service: str) -> Iterator[None]:
         raise DependencyUnavailable(f"{service} unreachable: {exc}") from exc
 
 
-class ServiceHttp:
-    """Requests to one internal service on one pooled `httpx.AsyncClient`: the service token
-    and the request id on every call, failures as `shared.errors` (`_raise_for`).
+class ServiceClient:
+    """Base of the HTTP clients: one pooled `httpx.AsyncClient` to one internal service, the
+    service token and the request id on every call, failures as `shared.errors`.
 
     No proxies from the environment (`trust_env=False`): these calls stay inside the deployment.
     """
 
-    def __init__(self, service: str, base_url: str, *, timeout: float,
-                 transport: httpx.AsyncBaseTransport | None, service_token: str | None
-                 ) -> None:
-        self.service = service
+    service = "service"  # what errors call it
+
+    def __init__(self, base_url: str, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 service_token: str | None = None) -> None:
         auth = {SERVICE_TOKEN_HEADER: service_token} if service_token else {}
         self._http = httpx.AsyncClient(base_url=base_url, timeout=timeout, transport=transport,
                                        headers=auth, limits=POOL_LIMITS, trust_env=False)
 
-    async def call(self, method: str, path: str, *, json: Any = None,
-                   content: bytes | None = None) -> httpx.Response:
+    async def _call(self, method: str, path: str, *, json: Any = None,
+                    content: bytes | None = None) -> httpx.Response:
         """The service's answer, read whole (`content` is a JSON body already serialised)."""
         headers = {"X-Request-ID": request_id_var.get()}
         if content is not None:
@@ -170,69 +171,54 @@ class ServiceHttp:
         await self._http.aclose()
 
 
-class HttpEncoderClient:
+class HttpEncoderClient(ServiceClient):
     """`EncoderClient` of the encoder service over HTTP."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 service_token: str | None = None) -> None:
-        self._http = ServiceHttp("encoder", base_url, timeout=timeout, transport=transport,
-                                 service_token=service_token)
+    service = "encoder"
 
     async def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
         body = EncodeRequest(texts=list(texts)).model_dump_json().encode()
-        resp = await self._http.call("POST", "/v1/encode", content=body)
+        resp = await self._call("POST", "/v1/encode", content=body)
         answer = EncodeResponse.model_validate_json(resp.content)
         return np.asarray(answer.vectors, dtype=np.float32).reshape(len(answer.vectors),
                                                                    answer.dim)
 
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
-
-class HttpIndexClient:
+class HttpIndexClient(ServiceClient):
     """`IndexClient` of one search service replica or shard over HTTP."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None,
-                 service_token: str | None = None) -> None:
-        self._http = ServiceHttp("search", base_url, timeout=timeout, transport=transport,
-                                 service_token=service_token)
+    service = "search"
 
     async def add(self, image_ids: Sequence[int], vectors: NDArray[np.float32]
                   ) -> IndexChangeResponse:
         items = [IndexItem(image_id=int(i), vector=v.tolist())
                  for i, v in zip(image_ids, vectors, strict=True)]
-        resp = await self._http.call("POST", "/v1/index/add",
-                                     json=IndexAddRequest(items=items).model_dump())
+        resp = await self._call("POST", "/v1/index/add",
+                                json=IndexAddRequest(items=items).model_dump())
         return IndexChangeResponse.model_validate(resp.json())
 
     async def remove(self, image_ids: Sequence[int]) -> IndexChangeResponse:
         body = IndexRemoveRequest(image_ids=[int(i) for i in image_ids]).model_dump()
-        resp = await self._http.call("POST", "/v1/index/remove", json=body)
+        resp = await self._call("POST", "/v1/index/remove", json=body)
         return IndexChangeResponse.model_validate(resp.json())
 
     async def search(self, vector: NDArray[np.float32], k: int, nprobe: int | None = None
                      ) -> SearchResponse:
         body = SearchRequest(vector=np.asarray(vector).ravel().tolist(), k=k, nprobe=nprobe)
-        resp = await self._http.call("POST", "/v1/search",
-                                     content=body.model_dump_json().encode())
+        resp = await self._call("POST", "/v1/search", content=body.model_dump_json().encode())
         return SearchResponse.model_validate_json(resp.content)
 
     async def start_rebuild(self) -> RebuildStatus:
-        resp = await self._http.call("POST", "/v1/index/rebuild")
+        resp = await self._call("POST", "/v1/index/rebuild")
         return RebuildStatus.model_validate(resp.json())
 
     async def rebuild_status(self) -> RebuildStatus:
-        resp = await self._http.call("GET", "/v1/index/rebuild")
+        resp = await self._call("GET", "/v1/index/rebuild")
         return RebuildStatus.model_validate(resp.json())
 
     async def stats(self) -> IndexStats:
-        resp = await self._http.call("GET", "/v1/index/stats")
+        resp = await self._call("GET", "/v1/index/stats")
         return IndexStats.model_validate(resp.json())
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
 
 
 def service_token(settings: Settings) -> str | None:

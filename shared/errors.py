@@ -25,10 +25,20 @@ import math
 
 
 class CapsearchError(Exception):
+    """Base of every error a caller can act on; subclasses name their status and code."""
+
     status_code = 500
     code = "internal"
     # extra response headers (Retry-After, WWW-Authenticate), rendered by the web edge
     headers: dict[str, str] | None = None
+
+    def __init_subclass__(cls, *, status: int | None = None, code: str | None = None,
+                          **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if status is not None:
+            cls.status_code = status
+        if code is not None:
+            cls.code = code
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -40,51 +50,39 @@ class CapsearchError(Exception):
         return {"error": {"code": self.code, "message": self.message}}
 
 
-class BadRequest(CapsearchError):
-    status_code = 400
-    code = "bad_request"
+class BadRequest(CapsearchError, status=400, code="bad_request"):
+    pass
 
 
-class InvalidImage(BadRequest):
-    status_code = 415
-    code = "invalid_image"
+class InvalidImage(BadRequest, status=415, code="invalid_image"):
+    pass
 
 
-class PayloadTooLarge(BadRequest):
-    status_code = 413
-    code = "payload_too_large"
+class PayloadTooLarge(BadRequest, status=413, code="payload_too_large"):
+    pass
 
 
-class ValidationFailed(BadRequest):
-    status_code = 422
-    code = "validation_error"
+class ValidationFailed(BadRequest, status=422, code="validation_error"):
+    pass
 
 
-class Unauthorized(CapsearchError):
-    status_code = 401
-    code = "unauthorized"
+class Unauthorized(CapsearchError, status=401, code="unauthorized"):
     headers = {"WWW-Authenticate": "Bearer"}
 
 
-class Forbidden(CapsearchError):
-    status_code = 403
-    code = "forbidden"
+class Forbidden(CapsearchError, status=403, code="forbidden"):
+    pass
 
 
-class NotFound(CapsearchError):
-    status_code = 404
-    code = "not_found"
+class NotFound(CapsearchError, status=404, code="not_found"):
+    pass
 
 
-class Conflict(CapsearchError):
-    status_code = 409
-    code = "conflict"
+class Conflict(CapsearchError, status=409, code="conflict"):
+    pass
 
 
-class RateLimited(CapsearchError):
-    status_code = 429
-    code = "rate_limited"
-
+class RateLimited(CapsearchError, status=429, code="rate_limited"):
     def __init__(self, message: str, *, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
@@ -92,20 +90,17 @@ class RateLimited(CapsearchError):
         self.headers = {"Retry-After": str(max(1, math.ceil(retry_after_s)))}
 
 
-class DependencyError(CapsearchError):
-    status_code = 502
-    code = "dependency_error"
+class DependencyError(CapsearchError, status=502, code="dependency_error"):
+    pass
 
 
-class DependencyUnavailable(DependencyError):
-    status_code = 503
-    code = "dependency_unavailable"
+class DependencyUnavailable(DependencyError, status=503, code="dependency_unavailable"):
+    pass
 
 
-class DependencyTimeout(DependencyError):
-    status_code = 504
-    code = "dependency_timeout"
+class DependencyTimeout(DependencyError, status=504, code="dependency_timeout"):
+    pass
 
 
-class DatabaseUnavailable(DependencyUnavailable):
-    code = "database_unavailable"
+class DatabaseUnavailable(DependencyUnavailable, code="database_unavailable"):
+    pass

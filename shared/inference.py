@@ -31,8 +31,6 @@ class InferenceModel:
 
     def load(self) -> None:
         """Load the weights once (thread-safe; later calls return at once)."""
-        if self._loaded:
-            return
         with self._lock:
             if self._loaded:
                 return

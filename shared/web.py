@@ -6,8 +6,11 @@ import hmac
 import logging
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import httpx
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -18,9 +21,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.clients import SERVICE_TOKEN_HEADER
-from shared.config import Settings
+from shared.config import Settings, get_settings
 from shared.errors import CapsearchError
-from shared.logging import request_id_var
+from shared.logging import configure_logging, request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -171,3 +174,13 @@ def install_service_token(app: FastAPI, settings: Settings) -> None:
                     "(development only; production refuses to start without it)", app.title)
         return
     app.add_middleware(ServiceTokenGuard, token=token)
+
+
+def serve(create_app: Callable[[Settings], FastAPI], port_setting: str,
+          **uvicorn_options: Any) -> None:
+    """`python -m services.<name>`: log as the settings say, then serve the service's app with
+    uvicorn on `settings.host` and the port the named setting holds."""
+    settings = get_settings()
+    configure_logging(settings.log_level, json_logs=settings.log_json)
+    uvicorn.run(create_app(settings), host=settings.host,
+                port=int(getattr(settings, port_setting)), log_config=None, **uvicorn_options)

@@ -35,6 +35,7 @@ from PIL import Image
 from services.caption.captioners.backbone import (
     BackboneOutput,
     EfficientNetBackbone,
+    backbone_options,
     shared_backbone,
 )
 from services.caption.captioners.embedder import ImageEmbedding
@@ -166,9 +167,7 @@ class ImageProjection(InferenceModel):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ImageProjection:
-        return cls(settings.projection_checkpoint, device=settings.device,
-                   image_size=settings.backbone_image_size, streams=settings.cpu_streams,
-                   precision=settings.backbone_precision)
+        return cls(settings.projection_checkpoint, **backbone_options(settings))
 
     def _load(self) -> None:
         if not self.path.is_file():

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from services.gateway.app import create_app
-from shared.config import get_settings
-from shared.logging import configure_logging
+from shared.web import serve
 
 
 def main() -> None:
-    settings = get_settings()
-    configure_logging(settings.log_level, json_logs=settings.log_json)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.gateway_port,
-                log_config=None, proxy_headers=True)
+    serve(create_app, "gateway_port", proxy_headers=True)
 
 
 if __name__ == "__main__":

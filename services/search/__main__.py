@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from services.search.app import create_app
-from shared.config import get_settings
-from shared.logging import configure_logging
+from shared.web import serve
 
 
 def main() -> None:
-    settings = get_settings()
-    configure_logging(settings.log_level, json_logs=settings.log_json)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.search_port,
-                log_config=None, access_log=False)
+    serve(create_app, "search_port", access_log=False)
 
 
 if __name__ == "__main__":

@@ -25,17 +25,14 @@ log = logging.getLogger(__name__)
 _RETRY_MAX_S = 30.0
 
 
-class IndexLoader:
-    """Loads the index in a background thread, retrying while the database is not up yet.
+class BackgroundLoop:
+    """A daemon thread running `_run` until `stop()` (which waits for it, 5 s at most)."""
 
-    Liveness (`/healthz`) answers at once; readiness (`/readyz`) waits for the load.
-    """
+    name = "background"
 
-    def __init__(self, app: FastAPI, engine: Engine | None) -> None:
-        self._app = app
-        self._engine = engine
+    def __init__(self) -> None:
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="index-loader", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -43,6 +40,23 @@ class IndexLoader:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class IndexLoader(BackgroundLoop):
+    """Loads the index in a background thread, retrying while the database is not up yet.
+
+    Liveness (`/healthz`) answers at once; readiness (`/readyz`) waits for the load.
+    """
+
+    name = "index-loader"
+
+    def __init__(self, app: FastAPI, engine: Engine | None) -> None:
+        super().__init__()
+        self._app = app
+        self._engine = engine
 
     def _run(self) -> None:
         service: IndexService = self._app.state.service
@@ -64,23 +78,17 @@ class IndexLoader:
             delay = min(delay * 2, _RETRY_MAX_S)
 
 
-class VersionSync:
+class VersionSync(BackgroundLoop):
     """Every `index.reload_interval_s`: reload when another replica activated a new version,
     else take in the vectors other replicas indexed (`IndexService.follow`), and (with
     `index.auto_rebuild`) start a rebuild once one is due."""
 
+    name = "index-sync"
+
     def __init__(self, service: IndexService, interval_s: float) -> None:
+        super().__init__()
         self._service = service
         self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="index-sync", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval_s):

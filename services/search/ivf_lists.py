@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from services.search.postings import IdArray, Matrix
+from services.search.postings import IdArray, Matrix, by_list
 
 Storage = Literal["float32", "float16"]
 # (PCA-space rows, their arena rows, lo, hi): while lo >= 0 the list's full vectors are the
@@ -242,13 +242,9 @@ class IVFLists:
             touched = self._discard(self._map.lookup(ids))
             rows = self._arena.append(full, ids, lists)
             self._map.put(ids, rows)
-            order = np.argsort(lists, kind="stable")
-            bounds = np.flatnonzero(np.diff(lists[order])) + 1
-            for sel in np.split(order, bounds):
-                if sel.size:
-                    target = int(lists[sel[0]])
-                    self._lists[target].append(red[sel], rows[sel])
-                    touched.add(target)
+            for target, sel in by_list(lists):
+                self._lists[target].append(red[sel], rows[sel])
+                touched.add(target)
             self._publish(touched)
 
     def remove(self, ids: IdArray) -> int:

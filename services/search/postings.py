@@ -9,6 +9,7 @@ never changes under a reader.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -65,6 +66,15 @@ def about_smallest(values: NDArray[np.float32], m: int, at_least: int) -> IdArra
     if keep.shape[0] < at_least:  # an unlucky sample: fall back to the exact selection
         return np.sort(np.argpartition(values, at_least - 1)[:at_least])
     return keep
+
+
+def by_list(lists: IdArray) -> Iterator[tuple[int, IdArray]]:
+    """(list, positions of the rows that go to it) for every list `lists` names, in order."""
+    order = np.argsort(lists, kind="stable")
+    bounds = np.flatnonzero(np.diff(lists[order])) + 1
+    for sel in np.split(order, bounds):
+        if sel.size:
+            yield int(lists[sel[0]]), sel
 
 
 def top_k(scores: NDArray[np.float32], ids: IdArray, k: int
@@ -175,13 +185,9 @@ class PostingLists:
         ids, vectors, lists = _last_wins(ids, vectors, lists)
         with self._lock:
             touched = self._discard(ids)
-            order = np.argsort(lists, kind="stable")
-            bounds = np.flatnonzero(np.diff(lists[order])) + 1
-            for sel in np.split(order, bounds):
-                if sel.size:
-                    target = int(lists[sel[0]])
-                    self._lists[target].append(ids[sel], vectors[sel])
-                    touched.add(target)
+            for target, sel in by_list(lists):
+                self._lists[target].append(ids[sel], vectors[sel])
+                touched.add(target)
             self._where.update(zip(ids.tolist(), lists.tolist(), strict=True))
             self._publish(touched)
 

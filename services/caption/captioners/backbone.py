@@ -38,6 +38,7 @@ import torch
 from numpy.typing import NDArray
 from PIL import Image
 
+from shared.config import Settings
 from shared.devices import (
     model_streams,
     resolve_cpu_precision,
@@ -308,6 +309,13 @@ def extract_features(model: Any, batch: torch.Tensor) -> tuple[torch.Tensor, tor
     for block in model._blocks:
         x = block(x, drop_connect_rate=None)
     return x, model._swish(model._bn1(model._conv_head(x)))
+
+
+def backbone_options(settings: Settings) -> dict[str, Any]:
+    """The CNN's settings, as the keyword arguments of `shared_backbone` and of the models
+    that build on it (device, input size, CPU streams, CPU precision)."""
+    return {"device": settings.device, "image_size": settings.backbone_image_size,
+            "streams": settings.cpu_streams, "precision": settings.backbone_precision}
 
 
 def shared_backbone(device: str = "auto", image_size: int = CROP_SIZE,

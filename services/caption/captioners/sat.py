@@ -16,6 +16,7 @@ from services.caption.captioners.backbone import (
     CROP_SIZE,
     BackboneOutput,
     EfficientNetBackbone,
+    backbone_options,
     shared_backbone,
 )
 from services.caption.captioners.base import register_captioner
@@ -51,9 +52,7 @@ class SatCaptioner(BackboneCaptioner):
     def from_settings(cls, settings: Settings) -> SatCaptioner:
         return cls(settings.sat_checkpoint, batch_size=settings.caption_batch_size,
                    beam_width=settings.sat_beam_width,
-                   length_penalty=settings.sat_length_penalty, device=settings.device,
-                   image_size=settings.backbone_image_size, streams=settings.cpu_streams,
-                   precision=settings.backbone_precision)
+                   length_penalty=settings.sat_length_penalty, **backbone_options(settings))
 
     def _load(self) -> None:
         if not self.checkpoint_path.is_file():

@@ -18,6 +18,7 @@ from services.caption.captioners.backbone import (
     CROP_SIZE,
     BackboneOutput,
     EfficientNetBackbone,
+    backbone_options,
     imagenet_labels,
     shared_backbone,
 )
@@ -72,9 +73,7 @@ class TagsCaptioner(BackboneCaptioner):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TagsCaptioner:
-        return cls(batch_size=settings.caption_batch_size, device=settings.device,
-                   image_size=settings.backbone_image_size, streams=settings.cpu_streams,
-                   precision=settings.backbone_precision)
+        return cls(batch_size=settings.caption_batch_size, **backbone_options(settings))
 
     def _load(self) -> None:
         self.backbone.load()
