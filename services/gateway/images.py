@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.gateway.filters import ImageFilters
 from shared.clients import IndexClient
 from shared.db import Caption, Embedding, ImageRecord, ImageStatus, Membership
-from shared.db.queries import chunked, latest_caption
+from shared.db.queries import latest_caption
 from shared.errors import CapsearchError, NotFound
 from shared.images import CONTENT_TYPES
 from shared.schemas import ImageLookupResult, ImagePage, ImagePublic, SourceCount
@@ -37,16 +37,6 @@ def content_url(image_id: int) -> str:
 
 def thumbnail_url(image_id: int) -> str:
     return f"/v1/images/{image_id}/thumbnail"
-
-
-def latest_captions(session: Session, image_ids: Sequence[int]) -> dict[int, str]:
-    """The most recently written caption of each image that has one."""
-    captions: dict[int, str] = {}
-    for chunk in chunked(list(image_ids)):
-        rows = session.execute(select(ImageRecord.id, latest_caption())
-                               .where(ImageRecord.id.in_(chunk)))
-        captions.update({int(i): text for i, text in rows if text is not None})
-    return captions
 
 
 def image_public(image: ImageRecord, caption: str | None) -> ImagePublic:
@@ -72,19 +62,18 @@ def image_public(image: ImageRecord, caption: str | None) -> ImagePublic:
 
 def describe_image(*, session: Session, image: ImageRecord) -> ImagePublic:
     """The public view of one image, with its latest caption."""
-    return image_public(image, latest_captions(session, [image.id]).get(image.id))
+    caption = session.scalar(select(latest_caption()).where(ImageRecord.id == image.id))
+    return image_public(image, caption)
 
 
 def lookup_images(*, session: Session, image_ids: Sequence[int]) -> ImageLookupResult:
-    """Many images' records in two statements (records, latest captions), in the order asked;
+    """Many images' records with their latest captions in one statement, in the order asked;
     what a client polling an ingest reads instead of one request per image."""
     wanted = list(dict.fromkeys(image_ids))
-    rows = {r.id: r for r in session.scalars(
-        select(ImageRecord).where(ImageRecord.id.in_(wanted)))}
-    captions = latest_captions(session, list(rows))
-    return ImageLookupResult(
-        images=[image_public(rows[i], captions.get(i)) for i in wanted if i in rows],
-        missing=[i for i in wanted if i not in rows])
+    found = {image.id: image_public(image, caption) for image, caption in session.execute(
+        select(ImageRecord, latest_caption()).where(ImageRecord.id.in_(wanted)))}
+    return ImageLookupResult(images=[found[i] for i in wanted if i in found],
+                             missing=[i for i in wanted if i not in found])
 
 
 def list_images(*, session: Session, status: ImageStatus | None, limit: int, offset: int,
@@ -93,14 +82,13 @@ def list_images(*, session: Session, status: ImageStatus | None, limit: int, off
     where = [] if status is None else [ImageRecord.status == status.value]
     where += filters.clauses() if filters is not None else []
     total = session.scalar(select(func.count()).select_from(ImageRecord).where(*where)) or 0
-    rows = session.scalars(
-        select(ImageRecord).where(*where).order_by(ImageRecord.id.desc())
+    rows = session.execute(
+        select(ImageRecord, latest_caption()).where(*where).order_by(ImageRecord.id.desc())
         .limit(limit).offset(offset)
     ).all()
-    captions = latest_captions(session, [r.id for r in rows])
     next_offset = offset + len(rows) if offset + len(rows) < total else None
-    return ImagePage(images=[image_public(r, captions.get(r.id)) for r in rows], total=total,
-                     limit=limit, offset=offset, next_offset=next_offset)
+    return ImagePage(images=[image_public(image, caption) for image, caption in rows],
+                     total=total, limit=limit, offset=offset, next_offset=next_offset)
 
 
 def list_sources(session: Session, limit: int) -> list[SourceCount]:

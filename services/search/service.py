@@ -207,7 +207,7 @@ class IndexService:
                 started = time.perf_counter()
                 as_of = datetime.now(UTC)  # vectors written after this count as drift
                 mark = self.store.newest_write()  # before the read: `follow` takes it from here
-                stored = self.store.load_vectors()
+                stored = self.store.all_vectors()
                 dim = self._dim()
                 candidate = (self.builder.fit(stored, as_of, dim) if fit
                              else self.builder.restore(stored, dim))

@@ -89,7 +89,7 @@ class IndexStore:
 
     # ---- vectors and images ------------------------------------------------------------------
 
-    def load_vectors(self) -> StoredVectors:
+    def all_vectors(self) -> StoredVectors:
         """Every stored vector of this kind and model, in one float32 matrix (ids ascending)."""
         of_model = vectors_of(self.model, self.kind)
         with self._sessions() as session:
