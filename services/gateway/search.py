@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import anyio
 import numpy as np
@@ -117,7 +117,7 @@ def load_details(session: Session, image_ids: Sequence[int], filters: ImageFilte
                  ) -> dict[int, ImageDetails]:
     """Metadata and latest caption of the images that exist and pass the filters: one
     statement (one round trip) per 900 ids, the caption as a correlated subquery."""
-    rows = []
+    rows: list[Any] = []
     caption = latest_caption().label("caption")
     for chunk in chunked(list(dict.fromkeys(image_ids))):
         rows += session.execute(

@@ -147,11 +147,12 @@ def body_scopes(routers: Iterable[APIRouter]) -> list[BodyScope]:
     for router in routers:
         for route in router.routes:
             if isinstance(route, APIRoute) and reads_body(route):
+                methods = frozenset(route.methods or ())
                 scope = declared_scope([*router.dependencies, *route.dependencies])
                 if scope is None:
-                    raise ValueError(f"{sorted(route.methods)} {route.path} reads a body but "
+                    raise ValueError(f"{sorted(methods)} {route.path} reads a body but "
                                      "declares no scope")
-                out.append(BodyScope(frozenset(route.methods), route.path_regex, scope))
+                out.append(BodyScope(methods, route.path_regex, scope))
     return out
 
 
