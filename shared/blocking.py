@@ -41,7 +41,9 @@ def _background_loop() -> asyncio.AbstractEventLoop:
 
 
 def run_blocking(call: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine on the shells' event loop and wait for its result (or its error)."""
+    """Run a coroutine on the shells' event loop and wait for its result (or its error). It
+    runs in a copy of the caller's context (asyncio schedules it from the calling thread), so
+    the request id travels with the call."""
     return asyncio.run_coroutine_threadsafe(call, _background_loop()).result()
 
 

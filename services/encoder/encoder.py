@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import threading
 import time
@@ -24,8 +23,6 @@ from shared.devices import (
 )
 from shared.inference import InferenceModel
 from shared.metrics import observe_stage
-
-log = logging.getLogger(__name__)
 
 # the smallest batch worth a stream of its own (smaller ones cost more per text)
 MIN_STREAM_BATCH = 8

@@ -8,7 +8,6 @@ has no alias of its own, `ContextDep`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -25,8 +24,6 @@ from shared.db import make_engine, make_session_factory
 from shared.queue import CaptionQueue, CeleryCaptionQueue
 from shared.shards import make_index_client
 from shared.storage import BlobStore, make_blob_store
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

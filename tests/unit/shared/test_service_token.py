@@ -105,6 +105,28 @@ def test_the_worker_s_blocking_clients_send_the_token() -> None:
     assert seen == [TOKEN, TOKEN, None]
 
 
+def test_the_blocking_shells_carry_the_caller_s_request_id() -> None:
+    """The worker's request id (from the gateway, in a contextvar of its thread) reaches the
+    encoder although the call runs on the shells' own event loop thread."""
+    from shared.logging import request_id_var
+
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("X-Request-ID"))
+        return httpx.Response(200, json={"model": "m", "dim": 1, "vectors": [[1.0]]})
+
+    encoder = BlockingEncoder(HttpEncoderClient("http://e",
+                                                transport=httpx.MockTransport(handler)))
+    token = request_id_var.set("rid-from-the-gateway")
+    try:
+        encoder.encode(["x"])
+    finally:
+        request_id_var.reset(token)
+        encoder.close()
+    assert seen == ["rid-from-the-gateway"]
+
+
 def test_a_refused_token_surfaces_as_an_error_not_a_result() -> None:
     transport = httpx.MockTransport(lambda r: httpx.Response(
         401, json={"error": {"code": "unauthorized", "message": "token"}}))
