@@ -1,4 +1,4 @@
-"""The `capsearch` command: serve, ingest, search, demo, eval, stack."""
+"""The `capsearch` command: serve, ingest, search, demo, eval, stack, keys, db."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from capsearch.commands import (
+    db,
     demo,
     doctor,
     eval_captions,
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=stack.run)
 
     keys.add_parsers(sub)
+    db.add_parser(sub)
     doctor.add_parser(sub)
     train.add_parsers(sub)
     return parser

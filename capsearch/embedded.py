@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from capsearch.client import CapsearchClient
 from shared.clients import ThreadedAsyncEncoder, ThreadedAsyncIndex
 from shared.config import Settings
-from shared.db import create_schema, make_engine, make_session_factory
+from shared.db import make_engine, make_session_factory
+from shared.db.migrate import upgrade
 from shared.storage import BlobStore, make_blob_store
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def build_embedded(settings: Settings) -> EmbeddedStack:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.sqlalchemy_url)
-    create_schema(engine)
+    upgrade(engine)  # embedded mode migrates its own database
     session_factory = make_session_factory(engine)
     store = make_blob_store(settings)
 

@@ -6,12 +6,14 @@ import uvicorn
 
 from services.gateway.app import create_app
 from shared.config import get_settings
+from shared.db.migrate import require_current_at_start
 from shared.logging import configure_logging
 
 
 def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level, json_logs=settings.log_json)
+    require_current_at_start(settings.sqlalchemy_url, "gateway")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.gateway_port,
                 log_config=None, proxy_headers=True)
 

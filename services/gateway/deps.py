@@ -43,7 +43,7 @@ class GatewayContext:
     encoder: AsyncTextEncoderClient
     index: AsyncIndexClient
     queue: CaptionQueue
-    # creates the schema once the database answers (None: the caller created it already)
+    # checks the schema once the database answers (None: the caller migrated it already)
     schema: SchemaGate | None = None
 
 
@@ -51,7 +51,7 @@ def build_context(settings: Settings) -> GatewayContext:
     """The production context: database, blob store, HTTP clients of encoder/search, Celery.
 
     Connects to nothing: the gateway starts while Postgres or S3 is down and answers 503
-    until they are back (the schema and the bucket are created on first contact).
+    until they are back (the schema is checked and the bucket created on first contact).
     """
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,8 @@ from capsearch.server import free_port
 from capsearch.stack import ServiceProcess, start_stack, stop_stack
 from shared.apikeys import create_key
 from shared.config import Settings
-from shared.db import create_schema, make_session_factory
+from shared.db import make_session_factory
+from shared.db.migrate import upgrade
 from tests.support.s3server import S3Server, start_s3_server
 
 PG_ADMIN_URL = os.environ.get(
@@ -163,7 +164,7 @@ def stack(postgres_url: str, redis_url: str, s3_server: S3Server,
                     data_dir=data_dir, bucket="capsearch-it")
     settings = settings_from_env(env)
     engine = create_engine(postgres_url)
-    create_schema(engine)
+    upgrade(engine)
     api_key = create_key(make_session_factory(engine), name="integration",
                          scopes=["admin"]).key
     previous_key = os.environ.get(API_KEY_ENV)
