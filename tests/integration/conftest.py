@@ -1,8 +1,10 @@
 """Integration fixtures: real Postgres, Redis and S3, and the four services as processes.
 
-Postgres and Redis must be running (`.ci/run` starts them when they are down); the S3 server
-(SeaweedFS `weed mini`) is started here. Each session gets its own Postgres database and
-Redis db number, so a developer's own data is never touched.
+Postgres and Redis must be running: `.ci/run` starts both from wheels (`capsearch deps up`)
+and points CAPSEARCH_TEST_PG_ADMIN_URL / CAPSEARCH_TEST_REDIS_URL at them; without those
+variables the tests use 127.0.0.1:5432 and :6379. The S3 server (SeaweedFS `weed mini`) is
+started here. Each session gets its own Postgres database and Redis db number, so a
+developer's own data is never touched.
 """
 
 from __future__ import annotations
