@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 LOOPBACK = "127.0.0.1"
 DEPS_FILE = Path("deps") / "deps.json"
 STACK_FILE = Path("stack") / "stack.json"
+_State = TypeVar("_State", bound=BaseModel)
 
 
 class ProcessRecord(BaseModel):
@@ -114,14 +115,22 @@ class StackState(BaseModel):
         return values
 
 
+def _read(path: Path, model: type[_State]) -> _State | None:
+    if not path.is_file():
+        return None
+    try:
+        return model.model_validate_json(path.read_text())
+    except ValueError as exc:  # pydantic's ValidationError is one
+        raise ValueError(f"{path} is not a capsearch stack record ({exc.__class__.__name__}); "
+                         "stop what it started by hand, then remove it") from None
+
+
 def read_deps(data_dir: Path) -> DepsState | None:
-    path = data_dir / DEPS_FILE
-    return DepsState.model_validate_json(path.read_text()) if path.is_file() else None
+    return _read(data_dir / DEPS_FILE, DepsState)
 
 
 def read_stack(data_dir: Path) -> StackState | None:
-    path = data_dir / STACK_FILE
-    return StackState.model_validate_json(path.read_text()) if path.is_file() else None
+    return _read(data_dir / STACK_FILE, StackState)
 
 
 def write_private(path: Path, state: BaseModel) -> None:

@@ -7,6 +7,9 @@ import argparse
 import os
 from pathlib import Path
 
+from sqlalchemy import make_url
+from sqlalchemy.exc import OperationalError
+
 from capsearch.commands.deps import data_dir_of, describe
 from capsearch.deps import running_deps, start_deps, stop_deps
 from capsearch.deps.processes import free_port, new_secret
@@ -14,7 +17,15 @@ from capsearch.stack import ServiceProcess, start_stack, stop_stack
 from shared.config import Settings
 from shared.db import make_engine
 from shared.db.migrate import upgrade
-from shared.stackstate import LOOPBACK, STACK_FILE, StackState, read_deps, read_stack, write_private
+from shared.errors import DatabaseUnavailable
+from shared.stackstate import (
+    LOOPBACK,
+    STACK_FILE,
+    StackState,
+    read_deps,
+    read_stack,
+    write_private,
+)
 
 
 def _recorded(data_dir: Path) -> tuple[StackState | None, list[ServiceProcess]]:
@@ -31,6 +42,11 @@ def migrate(settings: Settings) -> None:
     engine = make_engine(settings.sqlalchemy_url)
     try:
         upgrade(engine)
+    except OperationalError as exc:  # not up: say so in one line, and how to start it
+        url = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+        raise DatabaseUnavailable(
+            f"cannot reach the stack's database {url} to migrate it: start it first (or "
+            f"`capsearch stack up --with-deps` for one of its own)") from exc
     finally:
         engine.dispose()
 

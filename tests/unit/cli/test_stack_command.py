@@ -40,3 +40,27 @@ def test_a_stack_on_given_servers_keeps_the_settings_ports(tmp_path: Path) -> No
     assert (layout.gateway_port, layout.encoder_port, layout.search_port) == (8000, 9001, 9002)
     assert layout.service_token == "" and not layout.with_deps
     assert "CAPSEARCH_SERVICE_TOKEN" not in service_env(tmp_path, layout)
+
+
+def test_up_says_in_one_line_that_the_recorded_database_is_down(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from capsearch.cli import main
+    from capsearch.deps.processes import free_port
+    from shared.stackstate import DEPS_FILE, DepsState, PostgresState, write_private
+
+    closed = free_port()  # nothing listens there
+    write_private(tmp_path / DEPS_FILE,
+                  DepsState(postgres=PostgresState(port=closed, password="s3cr3t-xyz")))
+    assert main(["stack", "up", "--data-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot reach the stack's database" in err
+    assert f"127.0.0.1:{closed}" in err and "s3cr3t-xyz" not in err
+
+
+def test_a_damaged_record_is_named(tmp_path: Path) -> None:
+    from shared.stackstate import DEPS_FILE
+
+    (tmp_path / DEPS_FILE).parent.mkdir(parents=True)
+    (tmp_path / DEPS_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="deps.json is not a capsearch stack record"):
+        Settings(data_dir=tmp_path)
