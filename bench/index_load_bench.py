@@ -31,7 +31,8 @@ from search_bench import embedding_like  # noqa: E402
 from services.search.pgcopy import _HEADER, _TRAILER  # noqa: E402
 from services.search.service import IndexService  # noqa: E402
 from shared.config import IndexSettings, Settings  # noqa: E402
-from shared.db import EmbeddingKind, create_schema, make_engine, make_session_factory  # noqa: E402
+from shared.db import EmbeddingKind, make_engine, make_session_factory  # noqa: E402
+from shared.db.migrate import upgrade  # noqa: E402
 
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 
@@ -45,7 +46,7 @@ def fill(url: str, x: np.ndarray, model: str) -> None:
     """N image rows (text COPY) and N embeddings (binary COPY) in a few seconds."""
     n, dim = x.shape
     engine = make_engine(url)
-    create_schema(engine)
+    upgrade(engine)
     now = datetime.now(UTC)
     raw = engine.raw_connection()
     try:

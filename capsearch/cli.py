@@ -1,4 +1,4 @@
-"""The `capsearch` command: serve, ingest, search, demo, eval, stack."""
+"""The `capsearch` command: serve, ingest, search, demo, eval, stack, deps, keys, db."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from capsearch.commands import (
+    db,
     demo,
+    deps,
     doctor,
     eval_captions,
     evaluate,
@@ -76,12 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=evaluate.run_retrieval)
     eval_captions.add_parser(eval_sub)
 
-    p = sub.add_parser("stack", help="run each service as its own process (local stack)")
-    p.add_argument("action", choices=["up", "down", "status"])
-    p.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for readiness")
-    p.set_defaults(func=stack.run)
+    stack.add_parser(sub)
+    deps.add_parser(sub)
 
     keys.add_parsers(sub)
+    db.add_parser(sub)
     doctor.add_parser(sub)
     train.add_parsers(sub)
     return parser
@@ -95,10 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a CLI prints one clear line, not a traceback, for known errors
         from capsearch.client import ApiError
+        from capsearch.deps import DepsError
         from shared.errors import CapsearchError
 
-        if isinstance(exc, ApiError | CapsearchError | FileNotFoundError | ValueError
-                      | TimeoutError):
+        if isinstance(exc, ApiError | CapsearchError | DepsError | FileNotFoundError
+                      | ValueError | TimeoutError):
             print(f"capsearch: {exc}", file=sys.stderr)
             return 1
         raise

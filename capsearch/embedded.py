@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from capsearch.client import CapsearchClient
 from shared.clients import SyncEncoder
 from shared.config import Settings
-from shared.db import create_schema, make_engine, make_session_factory
+from shared.db import make_engine, make_session_factory
+from shared.db.migrate import upgrade
 from shared.storage import BlobStore, make_blob_store
 
 if TYPE_CHECKING:  # the services load torch & co.: imported when the stack is built, not before
@@ -76,7 +77,7 @@ def build_embedded(settings: Settings) -> EmbeddedStack:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.sqlalchemy_url)
-    create_schema(engine)
+    upgrade(engine)  # embedded mode migrates its own database
     session_factory = make_session_factory(engine)
     store = make_blob_store(settings)
 

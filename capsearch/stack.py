@@ -3,7 +3,6 @@ settings name. Used by `capsearch stack up|down` and by the integration tests.""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -14,7 +13,10 @@ from pathlib import Path
 
 import httpx
 
+from capsearch.deps.processes import DepsError, is_running
+from capsearch.deps.processes import record as process_record
 from shared.config import Settings
+from shared.stackstate import ProcessRecord
 
 # start order matters only for readiness: the worker and gateway call encoder and search
 SERVICE_MODULES: dict[str, str] = {
@@ -38,10 +40,15 @@ class ServiceProcess:
     pid: int
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
+    # when the OS created it: with the pid, what tells this process from a later one that
+    # reuses the pid (a detached service is stopped only if both match)
+    started: float | None = None
 
     def alive(self) -> bool:
         if self.popen is not None:
             return self.popen.poll() is None
+        if self.started is not None:
+            return is_running(self.record())
         try:
             os.kill(self.pid, 0)
             return True
@@ -49,10 +56,19 @@ class ServiceProcess:
             return False
 
     def signal(self, sig: int) -> None:
+        if self.popen is None and not self.alive():
+            return  # gone, or its pid is another program's now
         try:
             os.killpg(self.pid, sig)  # each service leads its own process group
         except ProcessLookupError:
             pass
+
+    def record(self) -> ProcessRecord:
+        return ProcessRecord(pid=self.pid, started=self.started or 0.0, log=str(self.log_path))
+
+    @classmethod
+    def from_record(cls, name: str, rec: ProcessRecord) -> ServiceProcess:
+        return cls(name=name, pid=rec.pid, log_path=Path(rec.log), started=rec.started)
 
 
 def start_service(name: str, env: dict[str, str], log_dir: Path) -> ServiceProcess:
@@ -66,7 +82,12 @@ def start_service(name: str, env: dict[str, str], log_dir: Path) -> ServiceProce
         start_new_session=True,
     )
     log.close()
-    return ServiceProcess(name=name, pid=popen.pid, log_path=log_path, popen=popen)
+    try:
+        started: float | None = process_record(popen.pid, log_path).started
+    except DepsError:
+        started = None  # exited at once: wait_ready says so, with the log
+    return ServiceProcess(name=name, pid=popen.pid, log_path=log_path, popen=popen,
+                          started=started)
 
 
 def wait_ready(proc: ServiceProcess, url: str | None, timeout: float) -> None:
@@ -124,22 +145,3 @@ def stop_stack(procs: list[ServiceProcess], timeout: float = 20.0) -> None:
             proc.signal(signal.SIGKILL)
             if proc.popen is not None:
                 proc.popen.wait(timeout=10)
-
-
-def pid_file(settings: Settings) -> Path:
-    return settings.data_dir / "stack" / "pids.json"
-
-
-def save_pids(settings: Settings, procs: list[ServiceProcess]) -> None:
-    path = pid_file(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({p.name: {"pid": p.pid, "log": str(p.log_path)} for p in procs}))
-
-
-def load_pids(settings: Settings) -> list[ServiceProcess]:
-    path = pid_file(settings)
-    if not path.is_file():
-        return []
-    data = json.loads(path.read_text())
-    return [ServiceProcess(name=n, pid=int(v["pid"]), log_path=Path(v["log"]))
-            for n, v in data.items()]

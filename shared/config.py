@@ -8,9 +8,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from shared.devices import Precision
+from shared.stackstate import settings_from_state
 
 PLACEHOLDER_SECRETS = {"", "changeme", "changethis", "minioadmin", "secret", "password"}
 MIN_SERVICE_TOKEN_CHARS = 16
@@ -88,6 +95,20 @@ class RateLimitSettings(BaseModel):
     # auto = Redis when the queue backend is celery (shared by every gateway), else in-process
     backend: Literal["auto", "memory", "redis"] = "auto"
     redis_url: str | None = None  # None = broker_url
+
+
+class LocalStackSource(PydanticBaseSettingsSource):
+    """Below the environment, above the defaults: what the data dir's local stack recorded
+    (shared/stackstate.py), so `CAPSEARCH_DATA_DIR=D capsearch ...` reaches the stack in D."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[object, str, bool]:
+        return None, field_name, False  # unused: __call__ returns every value at once
+
+    def __call__(self) -> dict[str, object]:
+        data_dir = self.current_state.get("data_dir")  # given by the sources above, if any
+        if data_dir is None:
+            data_dir = self.settings_cls.model_fields["data_dir"].default
+        return settings_from_state(Path(data_dir).expanduser())
 
 
 class Settings(BaseSettings):
@@ -205,6 +226,18 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = False
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings, file_secret_settings,
+                LocalStackSource(settings_cls))
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

@@ -16,6 +16,7 @@ the web edge renders it once as `{"error": {"code": ..., "message": ...}}`.
     └── DependencyError (502, dependency_error)        a downstream service answered badly
         ├── DependencyUnavailable (503, dependency_unavailable)   it is down / unreachable
         │   └── DatabaseUnavailable (503, database_unavailable)
+        │       └── SchemaOutOfDate (503, schema_out_of_date)   not at the head revision
         └── DependencyTimeout (504, dependency_timeout)          it did not answer in time
 """
 
@@ -104,3 +105,7 @@ class DependencyTimeout(DependencyError, status=504, code="dependency_timeout"):
 
 class DatabaseUnavailable(DependencyUnavailable, code="database_unavailable"):
     pass
+
+
+class SchemaOutOfDate(DatabaseUnavailable, code="schema_out_of_date"):
+    """The database answers, but its schema is not the one this code's migrations end at."""

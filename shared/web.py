@@ -176,11 +176,15 @@ def install_service_token(app: FastAPI, settings: Settings) -> None:
     app.add_middleware(ServiceTokenGuard, token=token)
 
 
-def serve(create_app: Callable[[Settings], FastAPI], port_setting: str,
+def serve(create_app: Callable[[Settings], FastAPI], port_setting: str, *,
+          before_start: Callable[[Settings], None] | None = None,
           **uvicorn_options: Any) -> None:
-    """`python -m services.<name>`: log as the settings say, then serve the service's app with
+    """`python -m services.<name>`: log as the settings say, run the service's start-up check
+    (`before_start`: e.g. refuse a database behind the migrations), then serve its app with
     uvicorn on `settings.host` and the port the named setting holds."""
     settings = get_settings()
     configure_logging(settings.log_level, json_logs=settings.log_json)
+    if before_start is not None:
+        before_start(settings)
     uvicorn.run(create_app(settings), host=settings.host,
                 port=int(getattr(settings, port_setting)), log_config=None, **uvicorn_options)

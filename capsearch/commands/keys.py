@@ -12,10 +12,10 @@ from shared.config import Settings, get_settings
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
-    settings = get_settings()
+    """The settings, for `--data-dir` when given (with what a stack recorded there)."""
     if getattr(args, "data_dir", None):
-        settings = settings.model_copy(update={"data_dir": args.data_dir.resolve()})
-    return settings
+        return Settings(data_dir=args.data_dir.resolve())
+    return get_settings()
 
 
 def _row(info: KeyInfo) -> dict[str, object]:

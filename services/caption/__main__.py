@@ -12,6 +12,7 @@ import sys
 from services.caption.worker import WorkerContext, create_celery_app
 from shared.celery_app import CAPTION_QUEUE
 from shared.config import get_settings
+from shared.db.migrate import require_current_at_start
 from shared.devices import set_torch_threads
 from shared.logging import configure_logging
 from shared.metrics import start_metrics_server
@@ -20,6 +21,7 @@ from shared.metrics import start_metrics_server
 def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     configure_logging(settings.log_level, json_logs=settings.log_json)
+    require_current_at_start(settings.sqlalchemy_url, "caption worker")
     set_torch_threads(settings.torch_threads)
     # stage latency and images by outcome (the solo pool: this process runs the tasks)
     start_metrics_server(settings.worker_metrics_port, settings.host)

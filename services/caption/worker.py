@@ -30,7 +30,8 @@ from shared.blocking import BlockingEncoder, BlockingIndex
 from shared.celery_app import CAPTION_TASK, make_celery
 from shared.clients import make_encoder_client
 from shared.config import Settings, get_settings
-from shared.db import create_schema, make_engine, make_session_factory
+from shared.db import make_engine, make_session_factory
+from shared.db.migrate import require_current
 from shared.logging import request_id_var
 from shared.shards import make_index_client
 from shared.storage import make_blob_store
@@ -58,7 +59,11 @@ class WorkerContext:
                 if self.settings.database_url is None:  # the SQLite file under data_dir
                     self.settings.data_dir.mkdir(parents=True, exist_ok=True)
                 engine = make_engine(self.settings.sqlalchemy_url)
-                create_schema(engine)
+                try:
+                    require_current(engine)  # `capsearch db upgrade` migrates, never a worker
+                except BaseException:
+                    engine.dispose()
+                    raise
                 self._session_factory = make_session_factory(engine)
             return self._session_factory
 

@@ -16,7 +16,8 @@ from services.search.metrics import index_collector
 from services.search.routes import router
 from services.search.service import IndexService
 from shared.config import Settings, get_settings
-from shared.db import create_schema, make_engine, make_session_factory
+from shared.db import make_engine, make_session_factory
+from shared.db.migrate import require_current
 from shared.metrics import install_metrics
 from shared.web import install_error_handlers, install_request_context, install_service_token
 
@@ -64,7 +65,7 @@ class IndexLoader(BackgroundLoop):
         while not self._stop.is_set():
             try:
                 if self._engine is not None:
-                    create_schema(self._engine)
+                    require_current(self._engine)  # `capsearch db upgrade` migrates
                 service.load()
                 self._app.state.load_error = None
                 # what is loaded now lives on: keep the cyclic collector from re-scanning it,

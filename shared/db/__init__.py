@@ -1,4 +1,4 @@
-"""Database layer: SQLAlchemy 2.x models, engine/session factory, schema creation."""
+"""Database layer: SQLAlchemy 2.x models, engine/session factory (migrations: shared.db.migrate)."""
 
 from shared.db.imports import ImportJob, ImportStatus
 from shared.db.models import (
@@ -13,7 +13,7 @@ from shared.db.models import (
     IndexVersion,
     Membership,
 )
-from shared.db.session import create_schema, make_engine, make_session_factory
+from shared.db.session import make_engine, make_session_factory
 
 __all__ = [
     "ApiKey",
@@ -28,7 +28,6 @@ __all__ = [
     "ImportStatus",
     "IndexVersion",
     "Membership",
-    "create_schema",
     "make_engine",
     "make_session_factory",
 ]

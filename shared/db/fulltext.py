@@ -4,17 +4,19 @@ Postgres: a GIN index on the expression `to_tsvector('english', text)` of `capti
 uses the same expression so the planner takes the index. SQLite: an external-content FTS5 table
 `captions_fts` (porter stemming, like Postgres' english configuration) kept in step with
 `captions` by triggers. Both match ANY of the query's words and rank by the engine's relevance
-(ts_rank_cd / bm25); `ensure_fulltext` creates what is missing and is safe to run again.
+(ts_rank_cd / bm25). The migrations create these objects (shared/db/migrations/versions/).
 """
 
 from __future__ import annotations
 
 import re
 
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 TS_CONFIG = "english"
+FTS_TABLE = "captions_fts"  # SQLite: the FTS5 table (and the prefix of its shadow tables)
+POSTGRES_FTS_INDEX = "ix_captions_text_fts"  # Postgres: the GIN index on the caption's tsvector
 MAX_TERMS = 32
 
 # the commonest English function words: they match nearly every caption and only add noise
@@ -22,40 +24,6 @@ STOP_WORDS = frozenset("""
 a an and are as at be but by for from has have in into is it its of on or that the their
 there these this to was were with while who which what where when his her he she they them
 """.split())
-
-_POSTGRES_DDL = (
-    f"CREATE INDEX IF NOT EXISTS ix_captions_text_fts ON captions "
-    f"USING gin (to_tsvector('{TS_CONFIG}'::regconfig, text))",
-)
-
-_SQLITE_DDL = (
-    "CREATE VIRTUAL TABLE captions_fts USING fts5("
-    "text, content='captions', content_rowid='id', tokenize='porter unicode61')",
-    "CREATE TRIGGER IF NOT EXISTS captions_fts_ai AFTER INSERT ON captions BEGIN "
-    "INSERT INTO captions_fts(rowid, text) VALUES (new.id, new.text); END",
-    "CREATE TRIGGER IF NOT EXISTS captions_fts_ad AFTER DELETE ON captions BEGIN "
-    "INSERT INTO captions_fts(captions_fts, rowid, text) VALUES ('delete', old.id, old.text); "
-    "END",
-    "CREATE TRIGGER IF NOT EXISTS captions_fts_au AFTER UPDATE ON captions BEGIN "
-    "INSERT INTO captions_fts(captions_fts, rowid, text) VALUES ('delete', old.id, old.text); "
-    "INSERT INTO captions_fts(rowid, text) VALUES (new.id, new.text); END",
-    # index the captions written before the table existed
-    "INSERT INTO captions_fts(captions_fts) VALUES ('rebuild')",
-)
-
-
-def ensure_fulltext(conn: Connection) -> None:
-    """Create the full-text index of caption text if it is missing (idempotent)."""
-    dialect = conn.dialect.name
-    if dialect == "postgresql":
-        for ddl in _POSTGRES_DDL:
-            conn.execute(text(ddl))
-    elif dialect == "sqlite":
-        exists = conn.execute(text(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'captions_fts'")).first()
-        if exists is None:
-            for ddl in _SQLITE_DDL:
-                conn.execute(text(ddl))
 
 
 def query_terms(query: str) -> list[str]:

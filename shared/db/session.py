@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
-
-from shared.db.fulltext import ensure_fulltext
-from shared.db.models import Base
 
 
 def make_engine(url: str) -> Engine:
@@ -33,16 +30,3 @@ def make_engine(url: str) -> Engine:
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
-
-
-def create_schema(engine: Engine) -> None:
-    """Create missing tables (idempotent; safe for several processes starting at once)."""
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            # concurrent CREATE TABLEs from several starting services would race on pg_type
-            conn.execute(text("SELECT pg_advisory_xact_lock(7243001)"))
-        Base.metadata.create_all(conn, checkfirst=True)
-        for table in Base.metadata.sorted_tables:  # indexes added to tables that existed
-            for index in table.indexes:
-                index.create(conn, checkfirst=True)
-        ensure_fulltext(conn)  # caption text searchable as text (hybrid ranking)

@@ -1,8 +1,10 @@
 """Integration fixtures: real Postgres, Redis and S3, and the four services as processes.
 
-Postgres and Redis must be running (`.ci/run` starts them when they are down); the S3 server
-(SeaweedFS `weed mini`) is started here. Each session gets its own Postgres database and
-Redis db number, so a developer's own data is never touched.
+Postgres and Redis must be running: `.ci/run` starts both from wheels (`capsearch deps up`)
+and points CAPSEARCH_TEST_PG_ADMIN_URL / CAPSEARCH_TEST_REDIS_URL at them; without those
+variables the tests use 127.0.0.1:5432 and :6379. The S3 server (SeaweedFS `weed mini`) is
+started here. Each session gets its own Postgres database and Redis db number, so a
+developer's own data is never touched.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from capsearch.server import free_port
 from capsearch.stack import ServiceProcess, start_stack, stop_stack
 from shared.apikeys import create_key
 from shared.config import Settings
-from shared.db import create_schema, make_session_factory
+from shared.db import make_session_factory
+from shared.db.migrate import upgrade
 from tests.support.s3server import S3Server, start_s3_server
 
 PG_ADMIN_URL = os.environ.get(
@@ -163,7 +166,7 @@ def stack(postgres_url: str, redis_url: str, s3_server: S3Server,
                     data_dir=data_dir, bucket="capsearch-it")
     settings = settings_from_env(env)
     engine = create_engine(postgres_url)
-    create_schema(engine)
+    upgrade(engine)
     api_key = create_key(make_session_factory(engine), name="integration",
                          scopes=["admin"]).key
     previous_key = os.environ.get(API_KEY_ENV)

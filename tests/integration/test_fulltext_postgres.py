@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, text
 
-from shared.db import Caption, ImageRecord, create_schema, make_engine, make_session_factory
+from shared.db import Caption, ImageRecord, make_engine, make_session_factory
 from shared.db.fulltext import match_captions
+from shared.db.migrate import upgrade
 
 pytestmark = pytest.mark.integration
 
@@ -16,8 +17,8 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def engine(postgres_url: str) -> Iterator[Engine]:
     engine = make_engine(postgres_url)
-    create_schema(engine)
-    create_schema(engine)  # idempotent
+    upgrade(engine)
+    upgrade(engine)  # idempotent
     yield engine
     engine.dispose()
 

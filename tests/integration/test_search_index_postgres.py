@@ -11,14 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.search.service import IndexService
 from shared.config import IndexSettings, Settings
-from shared.db import (
-    Embedding,
-    EmbeddingKind,
-    ImageRecord,
-    create_schema,
-    make_engine,
-    make_session_factory,
-)
+from shared.db import Embedding, EmbeddingKind, ImageRecord, make_engine, make_session_factory
+from shared.db.migrate import upgrade
 from shared.vectors import to_bytes
 from tests.unit.search.conftest import clustered
 
@@ -30,7 +24,7 @@ N, DIM = 6_000, 32  # above the COPY threshold for membership rows
 @pytest.fixture
 def engine(postgres_url: str) -> Iterator[Engine]:
     eng = make_engine(postgres_url)
-    create_schema(eng)
+    upgrade(eng)
     yield eng
     with eng.begin() as conn:
         conn.execute(text("TRUNCATE memberships, centroids, index_versions, embeddings, "

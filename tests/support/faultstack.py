@@ -22,7 +22,8 @@ from capsearch.client import CapsearchClient
 from capsearch.stack import ServiceProcess, ready_url, start_service, stop_stack, wait_ready
 from shared.apikeys import create_key
 from shared.config import Settings
-from shared.db import create_schema, make_session_factory
+from shared.db import make_session_factory
+from shared.db.migrate import upgrade
 from tests.support.faults import RedisServer, TcpProxy, free_port
 from tests.support.s3server import S3Server
 
@@ -228,7 +229,7 @@ def build_fault_stack(*, pg_admin_url: str, s3: S3Server, work_dir: Path,
         "CAPSEARCH_S3__ENDPOINT": s3_proxy.address,
     })
     engine = create_engine(database_url)
-    create_schema(engine)
+    upgrade(engine)
     key = create_key(make_session_factory(engine), name="fault-tests",
                      scopes=["admin"]).key
     stack = FaultStack(work_dir=work_dir, database_url=database_url, admin_url=pg_admin_url,

@@ -36,16 +36,16 @@ class GatewayContext:
     encoder: EncoderClient
     index: IndexClient
     queue: CaptionQueue
-    # creates the schema once the database answers (None: the caller created it already)
+    # checks the schema once the database answers (None: the caller migrated it already)
     schema: SchemaGate | None = None
 
     @property
     def schema_ready(self) -> bool:
-        """Whether the schema is known to exist (always, when the caller created it)."""
+        """Whether the schema is known to be current (always, when the caller migrated it)."""
         return self.schema is None or self.schema.ready
 
     def ensure_schema(self) -> None:
-        """503 database_unavailable until the schema exists (blocking; a flag check after)."""
+        """503 database_unavailable until the schema is current (blocking; a flag check after)."""
         if self.schema is not None:
             self.schema.ensure()
 
@@ -54,7 +54,7 @@ def build_context(settings: Settings) -> GatewayContext:
     """The production context: database, blob store, HTTP clients of encoder/search, Celery.
 
     Connects to nothing: the gateway starts while Postgres or S3 is down and answers 503
-    until they are back (the schema and the bucket are created on first contact).
+    until they are back (the schema is checked and the bucket created on first contact).
     """
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)

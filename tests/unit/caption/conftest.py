@@ -18,7 +18,8 @@ from services.caption.pipeline import PipelineDeps
 from services.encoder.encoder import BertTextEncoder
 from shared.clients import SyncEncoder
 from shared.config import Settings
-from shared.db import ImageRecord, create_schema, make_engine, make_session_factory
+from shared.db import ImageRecord, make_engine, make_session_factory
+from shared.db.migrate import upgrade
 from shared.schemas import IndexChangeResponse
 from shared.storage import LocalBlobStore, original_key
 
@@ -93,7 +94,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def session_factory(settings: Settings) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(settings.sqlalchemy_url)
-    create_schema(engine)
+    upgrade(engine)
     yield make_session_factory(engine)
     engine.dispose()
 

@@ -161,11 +161,26 @@ def test_compose_ports_healthchecks_and_urls_match(compose: dict[str, Any], work
             assert (parsed.hostname, parsed.port) == (workload, port)
 
 
+ONE_SHOT = ("minio-init", "migrate")  # compose services that run to completion
+
+
 def test_compose_worker_dependencies_are_healthy_first(compose: dict[str, Any]) -> None:
     for name in ("gateway", "caption-worker", "search"):
         for dep, rule in compose["services"][name]["depends_on"].items():
             expected = (
-                "service_completed_successfully" if dep == "minio-init" else "service_healthy"
+                "service_completed_successfully" if dep in ONE_SHOT else "service_healthy"
             )
             assert rule["condition"] == expected, f"{name} -> {dep}"
-            assert "healthcheck" in compose["services"][dep] or dep == "minio-init"
+            assert "healthcheck" in compose["services"][dep] or dep in ONE_SHOT
+
+
+def test_the_migrate_command_is_a_real_cli_command(
+        compose: dict[str, Any], overlay: Overlay) -> None:
+    from capsearch.cli import build_parser
+    from capsearch.commands.db import run_upgrade
+
+    _, docs = overlay
+    (job,) = named(docs, "Job", "migrate")["spec"]["template"]["spec"]["containers"]
+    for command in (compose["services"]["migrate"]["command"], job["args"]):
+        assert command[0] == "capsearch"  # the console script the image installs
+        assert build_parser().parse_args(command[1:]).func is run_upgrade

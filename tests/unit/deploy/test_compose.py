@@ -69,3 +69,21 @@ def test_bucket_is_created_before_the_services_start(compose: dict[str, Any]) ->
     init = compose["services"]["minio-init"]
     assert init["depends_on"]["minio"]["condition"] == "service_healthy"
     assert "mc mb --ignore-existing" in " ".join(init["command"])
+
+
+def test_the_schema_is_migrated_once_before_the_services_that_use_it(
+        compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    migrate = services["migrate"]
+    assert migrate["command"] == ["capsearch", "db", "upgrade"]
+    assert migrate["image"] == services["gateway"]["image"]  # the same code, the same head
+    assert migrate["restart"] == "no"
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert migrate["environment"]["CAPSEARCH_DATABASE_URL"] == (
+        services["search"]["environment"]["CAPSEARCH_DATABASE_URL"])
+    users = [n for n, s in services.items() if "CAPSEARCH_DATABASE_URL" in s.get(
+        "environment", {}) and n != "migrate"]
+    assert {"gateway", "search", "caption-worker", "caption-worker-gpu"} <= set(users)
+    for name in users:
+        rule = services[name]["depends_on"]["migrate"]
+        assert rule["condition"] == "service_completed_successfully", name

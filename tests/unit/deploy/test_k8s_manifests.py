@@ -36,6 +36,7 @@ def test_overlays_hold_every_component(overlay: Overlay) -> None:
         named(docs, "Service", name)
     named(docs, "Ingress", "gateway")
     named(docs, "Job", "minio-create-bucket")
+    named(docs, "Job", "migrate")
 
 
 @pytest.mark.parametrize("name", HTTP_WORKLOADS)
@@ -129,7 +130,7 @@ def test_network_policies_expose_only_the_gateway(overlay: Overlay) -> None:
 @pytest.mark.parametrize(
     ("store", "clients"),
     [
-        ("postgres", {"gateway", "search", "caption-worker"}),
+        ("postgres", {"gateway", "search", "caption-worker", "migrate"}),
         ("redis", {"gateway", "caption-worker"}),
         ("minio", {"gateway", "caption-worker", "minio-init"}),
     ],
@@ -167,3 +168,19 @@ def test_secret_placeholders_are_refused_by_the_services(overlay: Overlay) -> No
     (secret,) = of_kind(docs, "Secret")
     value = base64.b64decode(secret["data"]["CAPSEARCH_S3__SECRET_KEY"]).decode()
     assert value.lower() in PLACEHOLDER_SECRETS
+
+
+def test_a_job_migrates_the_database_with_the_services_image(overlay: Overlay) -> None:
+    _, docs = overlay
+    job = named(docs, "Job", "migrate")
+    (container,) = pod_spec(job)["containers"]
+    assert container["args"] == ["capsearch", "db", "upgrade"]
+    assert "command" not in container  # keeps the image's tini entrypoint
+    (search,) = pod_spec(named(docs, "Deployment", "search"))["containers"]
+    assert container["image"] == search["image"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    search_env = {e["name"]: e.get("value") for e in search["env"]}
+    assert env["CAPSEARCH_DATABASE_URL"] == search_env["CAPSEARCH_DATABASE_URL"]
+    assert pod_spec(job)["restartPolicy"] == "OnFailure" and job["spec"]["backoffLimit"] >= 3
+    # finished Jobs go, so applying a new image later does not hit the immutable template
+    assert job["spec"]["ttlSecondsAfterFinished"] <= 3600

@@ -25,7 +25,8 @@ from services.gateway.app import create_app
 from services.gateway.core.context import GatewayContext, close_context
 from shared.clients import HttpEncoderClient, HttpIndexClient
 from shared.config import Settings
-from shared.db import ImageRecord, create_schema, make_engine, make_session_factory
+from shared.db import ImageRecord, make_engine, make_session_factory
+from shared.db.migrate import upgrade
 from shared.storage import LocalBlobStore
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -179,7 +180,7 @@ def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
         settings = Settings(data_dir=root, **overrides)
         root.mkdir()
         engine = make_engine(f"sqlite:///{root / 'capsearch.db'}")
-        create_schema(engine)
+        upgrade(engine)
         backends, queue = FakeBackends(), RecordingQueue()
         context = GatewayContext(
             settings=settings,

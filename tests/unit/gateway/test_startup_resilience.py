@@ -1,4 +1,5 @@
-"""The gateway starts while its database is unreachable, answers 503, and recovers by itself."""
+"""The gateway starts while its database is unreachable or not migrated yet, answers 503, and
+recovers by itself once it is both up and at the head revision."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from services.gateway.app import create_app
 from services.gateway.core.schema import SchemaGate
 from shared.config import Settings
 from shared.db import make_engine
+from shared.db.migrate import upgrade
 from shared.errors import DatabaseUnavailable
 from tests.unit.gateway.conftest import assert_error
 
@@ -24,7 +26,15 @@ def test_gateway_starts_without_its_database_and_recovers(tmp_path: Path) -> Non
         assert "database" in assert_error(client.get("/readyz"), 503, "not_ready")
         message = assert_error(client.get("/v1/images/1"), 503, "database_unavailable")
         assert "try again" in message and str(later) not in message  # no internals leaked
-        later.mkdir()
+        later.mkdir()  # the database answers now, but it is empty: still 503, naming the fix
+        deadline = time.monotonic() + 10
+        while "capsearch db upgrade" not in assert_error(
+                client.get("/v1/images/1"), 503, "database_unavailable"):
+            assert time.monotonic() < deadline, "the gateway did not notice the database"
+            time.sleep(0.2)
+        engine = make_engine(settings.sqlalchemy_url)
+        upgrade(engine)  # what `capsearch db upgrade` (the migrate job) does
+        engine.dispose()
         deadline = time.monotonic() + 10
         while client.get("/v1/images/1").status_code != 404:  # answered: no such image
             assert time.monotonic() < deadline, "the gateway did not recover"
@@ -36,14 +46,14 @@ def test_schema_gate_retries_at_most_once_per_interval(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'missing' / 'db.sqlite'}")
     gate = SchemaGate(engine, retry_s=60)
     attempts = 0
-    original = gate.engine.begin
+    original = gate.engine.connect
 
-    def counting_begin():  # type: ignore[no-untyped-def]
+    def counting_connect():  # type: ignore[no-untyped-def]
         nonlocal attempts
         attempts += 1
         return original()
 
-    gate.engine.begin = counting_begin  # type: ignore[method-assign]
+    gate.engine.connect = counting_connect  # type: ignore[method-assign]
     for _ in range(5):
         try:
             gate.ensure()

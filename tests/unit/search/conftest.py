@@ -14,14 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.search.service import IndexService
 from shared.config import IndexSettings, Settings
-from shared.db import (
-    Embedding,
-    EmbeddingKind,
-    ImageRecord,
-    create_schema,
-    make_engine,
-    make_session_factory,
-)
+from shared.db import Embedding, EmbeddingKind, ImageRecord, make_engine, make_session_factory
+from shared.db.migrate import upgrade
 from shared.vectors import to_bytes
 
 DIM = 16
@@ -47,7 +41,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(settings.sqlalchemy_url)
-    create_schema(engine)
+    upgrade(engine)
     yield make_session_factory(engine)
     engine.dispose()
 

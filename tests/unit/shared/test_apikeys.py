@@ -19,14 +19,15 @@ from shared.apikeys import (
     revoke_key,
     verify_key,
 )
-from shared.db import ApiKey, create_schema, make_engine, make_session_factory
+from shared.db import ApiKey, make_engine, make_session_factory
+from shared.db.migrate import upgrade
 from shared.errors import NotFound, ValidationFailed
 
 
 @pytest.fixture
 def factory(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(f"sqlite:///{tmp_path / 'keys.db'}")
-    create_schema(engine)
+    upgrade(engine)
     yield make_session_factory(engine)
     engine.dispose()
 

@@ -26,10 +26,10 @@ from shared.db import (
     ImageRecord,
     IndexVersion,
     Membership,
-    create_schema,
     make_engine,
     make_session_factory,
 )
+from shared.db.migrate import upgrade
 from shared.db.models import utcnow
 from shared.schemas import IndexChangeResponse
 from shared.storage import LocalBlobStore, original_key, thumbnail_key
@@ -68,7 +68,7 @@ class FakeIndex:
 @pytest.fixture
 def factory(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    create_schema(engine)
+    upgrade(engine)
     yield make_session_factory(engine)
     engine.dispose()
 

@@ -9,8 +9,9 @@ from sqlalchemy import delete, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.caption.pipeline import _upsert
-from shared.db import Caption, ImageRecord, create_schema, make_engine, make_session_factory
+from shared.db import Caption, ImageRecord, make_engine, make_session_factory
 from shared.db.fulltext import match_captions, query_terms
+from shared.db.migrate import base_revision, schema_state, upgrade
 
 
 def add_images(sessions: sessionmaker[Session], captions: list[str]) -> list[int]:
@@ -29,8 +30,8 @@ def add_images(sessions: sessionmaker[Session], captions: list[str]) -> list[int
 @pytest.fixture
 def sessions(tmp_path: Path) -> sessionmaker[Session]:
     engine = make_engine(f"sqlite:///{tmp_path / 'fts.db'}")
-    create_schema(engine)
-    create_schema(engine)  # idempotent
+    upgrade(engine)
+    upgrade(engine)  # idempotent
     return make_session_factory(engine)
 
 
@@ -64,15 +65,20 @@ def test_index_follows_caption_updates_and_deletes(sessions: sessionmaker[Sessio
         assert match_captions(session, "horse", 10) == []
 
 
-def test_captions_written_before_the_index_existed_are_indexed(tmp_path: Path) -> None:
+def test_a_database_from_before_migrations_is_adopted_and_its_captions_indexed(
+        tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
-    create_schema(engine)
-    with engine.begin() as conn:  # an instance from before full-text search
+    upgrade(engine, base_revision())
+    with engine.begin() as conn:  # as an instance from before migrations and full-text search
         for name in ("captions_fts_ai", "captions_fts_ad", "captions_fts_au"):
             conn.execute(text(f"DROP TRIGGER {name}"))
         conn.execute(text("DROP TABLE captions_fts"))
+        conn.execute(text("DROP TABLE alembic_version"))
     sessions = make_session_factory(engine)
     [kite] = add_images(sessions, ["a kite in the sky"])
-    create_schema(engine)  # the next start creates the index and fills it
+    assert schema_state(engine).problem() is not None  # services refuse it as it is
+    upgrade(engine)  # `capsearch db upgrade`: the baseline adopts it, creates the index, fills it
+    assert schema_state(engine).at_head
     with sessions() as session:
         assert match_captions(session, "kite", 10) == [kite]
+    engine.dispose()

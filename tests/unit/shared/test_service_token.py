@@ -15,7 +15,8 @@ from services.search.service import IndexService
 from shared.blocking import BlockingEncoder, BlockingIndex
 from shared.clients import SERVICE_TOKEN_HEADER, HttpEncoderClient, HttpIndexClient
 from shared.config import Settings
-from shared.db import create_schema, make_engine, make_session_factory
+from shared.db import make_engine, make_session_factory
+from shared.db.migrate import upgrade
 from shared.errors import CapsearchError
 
 TOKEN = "a-long-random-service-token-0123456789"
@@ -43,7 +44,7 @@ def encoder_client(tmp_path: Path) -> TestClient:
 def search_client(tmp_path: Path) -> TestClient:
     settings = Settings(data_dir=tmp_path, service_token=TOKEN)
     engine = make_engine(settings.sqlalchemy_url)
-    create_schema(engine)
+    upgrade(engine)
     service = IndexService(settings, make_session_factory(engine))
     service.load()
     with TestClient(create_search(settings, service=service)) as client:

