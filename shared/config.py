@@ -188,6 +188,9 @@ class Settings(BaseSettings):
     import_bucket: str | None = None  # bucket of POST /v1/imports prefixes; None = s3.bucket
 
     worker_max_retries: int = Field(5, ge=0)
+    # queries first: the caption worker (the embedded mode's worker thread, and the threads it
+    # starts; the Celery worker process) runs at this nice value, 0 = the server's own priority
+    worker_nice: int = Field(10, ge=0, le=19)
     # images `pending`/`captioned` for longer than this, with the caption queue empty, are
     # re-queued by the gateway (a task lost with a killed worker or a restarted Redis)
     requeue_after_s: float = Field(600.0, gt=0)
