@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=None, help="use the first N images")
-    parser.add_argument("--queries", type=int, default=48, help="searches in the idle phase")
-    parser.add_argument("--think-ms", type=float, default=100.0,
+    parser.add_argument("--queries", type=int, default=40, help="searches in the idle phase")
+    parser.add_argument("--think-ms", type=float, default=500.0,
                         help="pause between two searches")
     parser.add_argument("--batch", type=int, default=32, help="files per upload request")
     parser.add_argument("--worker-nice", type=int, default=None,
