@@ -146,3 +146,21 @@ def test_production_needs_a_session_secret(tmp_path: Path) -> None:
         create_app(settings)
     create_app(Settings(data_dir=tmp_path, environment="production", service_token=token,
                         auth={"session_secret": "a" * 32}))
+
+
+def test_a_plain_http_client_with_a_cookie_jar_signs_in_over_tcp(secured: Gateway) -> None:
+    """The done-when line of #17: an HTTP client (httpx, its cookie jar) against a real
+    server signs in at /sign-in and gets search result pages."""
+    import httpx
+
+    from capsearch.server import BackgroundServer
+
+    key = new_key(secured)
+    with BackgroundServer(secured.client.app) as server, \
+            httpx.Client(base_url=server.url) as browser:
+        assert browser.get("/?q=dog").status_code == 303  # not yet: to /sign-in
+        signed = browser.post("/sign-in", data={"api_key": key, "next": "/?q=dog"},
+                              follow_redirects=True)
+        assert signed.status_code == 200 and signed.url.path == "/"
+        assert 'id="results' in signed.text and "dog" in signed.text
+        assert COOKIE_NAME in browser.cookies
