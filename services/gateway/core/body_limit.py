@@ -3,9 +3,11 @@
 Every route gets the small JSON cap (`max_json_bytes`) unless it declares a bigger one next to
 its scope, as `dependencies=[requires("write"), accepts_body("upload")]`: `file` is one file at
 the per-file cap (POST /v1/search/similar's example), `upload` every file of one request at it
-(POST /v1/images). `body_caps` derives the table from those declarations, as `body_scopes`
-does for scopes. A declared Content-Length over the cap is answered 413 before a byte is read;
-a chunked body is cut off as soon as it passes the cap (nothing past it is buffered).
+(POST /v1/images). A bigger cap is for files: it applies to multipart bodies only, so a JSON
+body to such a route still gets the JSON cap. `body_caps` derives the table from those
+declarations, as `body_scopes` does for scopes. A declared Content-Length over the cap is
+answered 413 before a byte is read; a chunked body is cut off as soon as it passes the cap
+(nothing past it is buffered).
 """
 
 from __future__ import annotations
@@ -110,15 +112,19 @@ class BodySizeLimit:
         self.default = default
         self.caps = list(caps)
 
-    def limit_for(self, method: str, path: str) -> int:
+    def limit_for(self, method: str, path: str, content_type: str = "multipart/form-data"
+                  ) -> int:
+        if not content_type.lower().startswith("multipart/form-data"):
+            return self.default  # the bigger caps are for files
         return next((c.limit for c in self.caps if c.matches(method, path)), self.default)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope["method"], scope["path"])
-        declared = Headers(scope=scope).get("content-length")
+        headers = Headers(scope=scope)
+        limit = self.limit_for(scope["method"], scope["path"], headers.get("content-type", ""))
+        declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             response = error_response(413, "payload_too_large",
                                       f"the request body exceeds {limit} bytes")

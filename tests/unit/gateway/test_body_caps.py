@@ -78,6 +78,12 @@ def test_the_similar_route_takes_one_file_at_the_per_file_cap(gateway: Gateway) 
     assert gateway.settings.max_upload_bytes < limit < 2 * gateway.settings.max_upload_bytes
 
 
+def test_a_json_body_to_the_similar_route_gets_the_json_cap(gateway: Gateway) -> None:
+    status, _, reads = call_without_reading(gateway, "POST", "/v1/search/similar", 4 * MiB,
+                                            "application/json")
+    assert (status, reads) == (413, 0)
+
+
 def test_only_the_upload_route_takes_many_files(gateway: Gateway) -> None:
     from services.gateway.core.body_limit import body_limit
 
