@@ -164,3 +164,12 @@ def test_a_plain_http_client_with_a_cookie_jar_signs_in_over_tcp(secured: Gatewa
         assert signed.status_code == 200 and signed.url.path == "/"
         assert 'id="results' in signed.text and "dog" in signed.text
         assert COOKIE_NAME in browser.cookies
+
+
+def test_sign_in_attempts_spend_the_address_rate_limit(make_gateway: GatewayFactory) -> None:
+    gateway = make_gateway(auth={"enabled": True, "cache_s": 0},
+                           rate_limit={"enabled": True, "rate_per_s": 0.01, "burst": 3,
+                                       "backend": "memory"})
+    codes = [gateway.client.post("/sign-in", data={"api_key": f"csk_guess{i}"}).status_code
+             for i in range(5)]
+    assert codes[:3] == [401] * 3 and codes[3:] == [429, 429]
