@@ -4,12 +4,11 @@ Each route declares the scope it needs once, as a dependency: `dependencies=[req
 A pure ASGI middleware resolves the caller once per request (`Authorization: Bearer <key>` or
 `X-API-Key: <key>`, or a browser's session cookie from /sign-in, `core/sessions.py`: a web UI
 page without one is redirected there, 303), takes a token from the caller's rate-limit bucket
-and leaves the
-`Principal` in the request state, where those dependencies look. It runs before routing on
-purpose: FastAPI reads and parses a request body before a route's dependencies run, so a check
-there alone would let a stranger make the gateway spool an upload. So for every route that
-reads a body the middleware also checks the declared scope itself; `body_scopes` derives that
-table from the routes' own declarations.
+and leaves the `Principal` in the request state, where those dependencies look. It runs before
+routing on purpose: FastAPI reads and parses a request body before a route's dependencies run,
+so a check there alone would let a stranger make the gateway spool an upload. So for every
+route that reads a body the middleware also checks the declared scope itself; `body_scopes`
+derives that table from the routes' own declarations.
 
     401 unauthorized   no key, a malformed, unknown or revoked key
     403 forbidden      the key lacks the route's scope (body-carrying routes: already here)
