@@ -154,3 +154,13 @@ def verify_key(session_factory: sessionmaker[Session], key: str) -> KeyInfo | No
                             .values(last_used_at=now))
     return info
 
+
+def active_key(session_factory: sessionmaker[Session], key_id: int, prefix: str
+               ) -> KeyInfo | None:
+    """The key with this id and prefix if it is still active (a browser session names its key
+    so; revoking the key ends the session), else None."""
+    with session_factory() as session:
+        row = session.get(ApiKey, key_id)
+        if row is None or row.prefix != prefix or row.revoked_at is not None:
+            return None
+        return _info(row)

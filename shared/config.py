@@ -23,6 +23,11 @@ PLACEHOLDER_SECRETS = {"", "changeme", "changethis", "minioadmin", "secret", "pa
 MIN_SERVICE_TOKEN_CHARS = 16
 
 
+def weak_secret(value: str) -> bool:
+    """A placeholder or too short to be a random secret."""
+    return value.lower() in PLACEHOLDER_SECRETS or len(value) < MIN_SERVICE_TOKEN_CHARS
+
+
 class S3Settings(BaseModel):
     """Where blobs live when `blob_backend` is `s3` (MinIO in production)."""
 
@@ -84,6 +89,12 @@ class AuthSettings(BaseModel):
     enabled: bool | None = None
     cache_s: float = Field(5.0, ge=0, description="how long a checked key is trusted (revocation"
                                                   " takes effect within this)")
+    # browser sessions (sign in at /sign-in with a key): the cookie's signing secret (unset:
+    # development makes one and keeps it in the data dir; production refuses to start), how
+    # long a session lasts, and its Secure flag (None = when the request came over https)
+    session_secret: SecretStr = SecretStr("")
+    session_lifetime_s: float = Field(7 * 24 * 3600.0, gt=0)
+    cookie_secure: bool | None = None
 
 
 class RateLimitSettings(BaseModel):
@@ -144,6 +155,9 @@ class Settings(BaseSettings):
     http_timeout_s: float = Field(30.0, gt=0)
 
     host: str = "127.0.0.1"
+    # host names the gateway answers for (comma-separated or JSON list, `*.example.com` for
+    # subdomains); empty = the bound `host` and the loopback names, any name on a 0.0.0.0 bind
+    allowed_hosts: Annotated[list[str], NoDecode] = []
     gateway_port: int = 8000
     encoder_port: int = 8001
     search_port: int = 8002
@@ -196,6 +210,8 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1)
     max_pixels: int = Field(60_000_000, ge=1)
     max_files_per_request: int = Field(64, ge=1)
+    # the body cap of every route without a bigger one of its own (JSON bodies, forms)
+    max_json_bytes: int = Field(1024 * 1024, ge=1024)
     # files of one upload request checked (decoded, thumbnailed) at a time; None = the usable
     # cores, at most 4 (each decode may hold a full image: the pixel cap bounds it)
     upload_concurrency: int | None = Field(None, ge=1, le=64)
@@ -209,6 +225,9 @@ class Settings(BaseSettings):
     import_bucket: str | None = None  # bucket of POST /v1/imports prefixes; None = s3.bucket
 
     worker_max_retries: int = Field(5, ge=0)
+    # queries first: the caption worker (the embedded mode's worker thread, and the threads it
+    # starts; the Celery worker process) runs at this nice value, 0 = the server's own priority
+    worker_nice: int = Field(10, ge=0, le=19)
     # images `pending`/`captioned` for longer than this, with the caption queue empty, are
     # re-queued by the gateway (a task lost with a killed worker or a restarted Redis)
     requeue_after_s: float = Field(600.0, gt=0)
@@ -223,6 +242,11 @@ class Settings(BaseSettings):
     # bulk imports may read only below these server folders / bucket prefixes
     import_roots: list[Path] = []
     import_prefixes: list[str] = []
+
+    # /docs (Swagger UI, served from this server) and /openapi.json
+    api_docs: bool = True
+    # the gateway's /metrics with keys on: an API key, or this bearer token (for Prometheus)
+    metrics_token: SecretStr = SecretStr("")
 
     log_level: str = "INFO"
     log_json: bool = False
@@ -249,8 +273,7 @@ class Settings(BaseSettings):
                 raise ValueError(
                     "CAPSEARCH_S3__SECRET_KEY is unset or a placeholder; set a real secret"
                 )
-        token = self.service_token.get_secret_value()
-        if token.lower() in PLACEHOLDER_SECRETS or len(token) < MIN_SERVICE_TOKEN_CHARS:
+        if weak_secret(self.service_token.get_secret_value()):
             raise ValueError(
                 "CAPSEARCH_SERVICE_TOKEN is unset or a placeholder; set a random secret of at "
                 f"least {MIN_SERVICE_TOKEN_CHARS} characters (e.g. openssl rand -hex 32)"
@@ -264,9 +287,9 @@ class Settings(BaseSettings):
     def _precision_word(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("search_urls", mode="before")
+    @field_validator("search_urls", "allowed_hosts", mode="before")
     @classmethod
-    def _split_urls(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):

@@ -140,6 +140,11 @@ def make_thumbnail(data: bytes, max_px: int) -> bytes:
     1.5-3x reductions of ordinary photos it looks like Lanczos, for less CPU per upload)."""
     img = decode_rgb(data, draft_px=max_px)
     img.thumbnail((max_px, max_px), Image.Resampling.BICUBIC)
+    # pixels only: comments, EXIF and XMP of the upload stay with the original (a GIF comment
+    # would otherwise become the JPEG's, text the grid serves); the ICC profile keeps colours
+    icc = img.info.get("icc_profile")
+    img.info = {}
     out = io.BytesIO()
-    img.save(out, format="JPEG", quality=85, optimize=True)
+    img.save(out, format="JPEG", quality=85, optimize=True, **({"icc_profile": icc} if icc
+                                                                  else {}))
     return out.getvalue()

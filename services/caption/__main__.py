@@ -16,11 +16,14 @@ from shared.db.migrate import require_current_at_start
 from shared.devices import set_torch_threads
 from shared.logging import configure_logging
 from shared.metrics import start_metrics_server
+from shared.scheduling import lower_process_priority
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     configure_logging(settings.log_level, json_logs=settings.log_json)
+    # before any thread starts: they all inherit it (queries first on a shared host)
+    lower_process_priority(settings.worker_nice)
     require_current_at_start(settings.sqlalchemy_url, "caption worker")
     set_torch_threads(settings.torch_threads)
     # stage latency and images by outcome (the solo pool: this process runs the tasks)

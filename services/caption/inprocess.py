@@ -2,6 +2,9 @@
 
 Ids are queued in memory; the images themselves are already durable as `pending` rows, so
 `start()` re-queues whatever a previous process left `pending` or `captioned` (crash recovery).
+Queries go first: the thread lowers its own OS priority to `worker_nice` before its first
+batch, and the pool threads it starts (the CNN's streams, one single-threaded pass per usable
+core at most) inherit that priority (`shared/scheduling.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from services.caption.pipeline import (
 )
 from shared.db import ImageRecord, ImageStatus
 from shared.errors import DependencyUnavailable
+from shared.scheduling import lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +91,8 @@ class InProcessCaptionQueue:
                 log.warning("the caption worker did not stop within %.0f s", timeout)
 
     def _run(self) -> None:
+        nice = lower_thread_priority(self._deps.settings.worker_nice)
+        log.info("caption worker thread at nice %s", nice)
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._queued or self._stop.is_set())

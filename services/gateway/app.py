@@ -12,13 +12,15 @@ import anyio
 from fastapi import APIRouter, FastAPI
 
 from services.gateway.api import health, images, imports, index, search, similar
-from services.gateway.core.auth import AuthMiddleware, body_scopes
+from services.gateway.core.auth import AuthMiddleware, body_scopes, page_patterns
 from services.gateway.core.background import sweep_forever, warm_up
-from services.gateway.core.body_limit import BodySizeLimit, upload_body_limit
+from services.gateway.core.body_limit import BodySizeLimit, body_caps, body_limit
 from services.gateway.core.context import GatewayContext, build_context, close_context
 from services.gateway.core.metrics import gateway_collector
+from services.gateway.core.origin import OriginGuard, allowed_hosts
 from services.gateway.core.ratelimit import make_rate_limiter
-from services.gateway.ui import pages
+from services.gateway.core.sessions import make_session_cookies
+from services.gateway.ui import docs, pages, signin
 from shared.config import Settings, get_settings
 from shared.metrics import install_metrics
 from shared.queue import CeleryCaptionQueue
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 
 # every router but the upload route's (mounted apart, with the form limits of the settings)
 ROUTERS: tuple[APIRouter, ...] = (images.router, search.router, similar.router, imports.router,
-                                  index.router, health.router, pages.router)
+                                  index.router, health.router, pages.router, signin.router)
 
 
 def create_app(settings: Settings | None = None, context: GatewayContext | None = None
@@ -71,23 +73,35 @@ def create_app(settings: Settings | None = None, context: GatewayContext | None 
                 await limiter.aclose()
             await close_context(built)
 
+    # /docs is ours (Swagger UI from local files, ui/docs.py); no /redoc (a CDN script)
     app = FastAPI(title="capsearch", version="0.1.0", lifespan=lifespan,
                   summary="Natural-language search over uncaptioned photos",
-                  docs_url="/docs", openapi_url="/openapi.json")
+                  docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json" if settings.api_docs else None)
     if context is not None:
         app.state.context = context
+    # with keys on, browsers sign in at /sign-in and hold a signed session cookie
+    app.state.sessions = make_session_cookies(settings) if auth_enabled else None
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, limit=upload_body_limit(settings))
+    routers = (images.upload_router, *ROUTERS)
+    # each route's own body cap (the small JSON one unless it declares more), before reading
+    app.add_middleware(BodySizeLimit, default=body_limit("json", settings),
+                       caps=body_caps(routers, settings))
     # before routing and body parsing: a stranger's upload is refused before it is read
     app.add_middleware(AuthMiddleware, enabled=auth_enabled, cache_s=settings.auth.cache_s,
-                       limiter=limiter, body_scopes=body_scopes((images.upload_router,
-                                                                 *ROUTERS)))
+                       limiter=limiter, body_scopes=body_scopes(routers),
+                       sessions=app.state.sessions, pages=page_patterns([pages.router]),
+                       metrics_token=settings.metrics_token.get_secret_value())
+    # hosts not served here and cross-site writes are refused before anything else runs
+    app.add_middleware(OriginGuard, hosts=allowed_hosts(settings))
     install_request_context(app)  # outermost: even a refused body gets a request id
     app.include_router(images.upload_router,
                        form_limits={"max_files": settings.max_files_per_request,
                                     "max_fields": 16})
     for router in ROUTERS:
         app.include_router(router)
+    if settings.api_docs:
+        docs.mount_docs(app)  # before /static, which would shadow its assets
     pages.mount_static(app)
     install_metrics(app, "gateway", collect=gateway_collector(app))
     return app

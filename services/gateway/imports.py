@@ -160,16 +160,19 @@ def _folder_source(folder: str, settings: Settings) -> FolderSource:
         raise Forbidden("folder imports are off: no CAPSEARCH_IMPORT_ROOTS configured")
     if "\x00" in folder or not Path(folder).is_absolute():
         raise ValidationFailed("folder: must be an absolute path on the server")
-    try:
-        real = Path(folder).resolve(strict=True)
+    try:  # not strict: whether a path outside the roots exists is none of the caller's business
+        real = Path(folder).resolve()
     except (OSError, RuntimeError):
-        raise NotFound(f"folder {folder!r} does not exist on the server") from None
+        real = None
     for root in settings.import_roots:
         root_real = Path(root).resolve()
-        if real.is_relative_to(root_real):
+        if real is not None and real.is_relative_to(root_real):
+            if not real.exists():
+                raise NotFound(f"folder {folder!r} does not exist on the server")
             if not real.is_dir():
                 raise ValidationFailed(f"folder: {folder!r} is not a folder")
             return FolderSource(real, root_real)
+    # the same answer for every path outside the roots, existing or not
     raise Forbidden(f"folder {folder!r} is outside the allowed import roots")
 
 

@@ -11,12 +11,15 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from capsearch.embedded import EmbeddedStack, build_embedded
 from capsearch.server import BackgroundServer
+from shared.apikeys import create_key
 from shared.config import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,28 +54,63 @@ def chromium() -> Iterator[object]:
         browser.close()
 
 
+@dataclass(frozen=True)
+class UiServer:
+    """The embedded instance the browser talks to, and a key that may search and upload."""
+
+    url: str
+    key: str
+
+
 @pytest.fixture(scope="session")
-def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A fresh embedded instance (keys and rate limits off: one local browser) on a free port."""
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
+    """A fresh embedded instance with API keys ON (the browser signs in at /sign-in), rate
+    limits off (one local browser), on a free port."""
     settings = Settings(data_dir=tmp_path_factory.mktemp("ui"), database_url=None,
-                        blob_backend="local", auth={"enabled": False},
+                        blob_backend="local", auth={"enabled": True},
                         rate_limit={"enabled": False})
     stack: EmbeddedStack = build_embedded(settings)
     try:
-        with BackgroundServer(stack.gateway_app()) as server:
-            yield server.url
+        key = create_key(stack.session_factory, name="browser tests",
+                         scopes=["search", "write"]).key
+        with BackgroundServer(stack.gateway_app(require_keys=True)) as server:
+            yield UiServer(url=server.url, key=key)
     finally:
         stack.close()
 
 
-@pytest.fixture
-def page(chromium: object, ui_server: str) -> Iterator[object]:
-    context = chromium.new_context(base_url=ui_server,  # type: ignore[attr-defined]
+def sign_in(page: Any, key: str) -> None:
+    """What a person does: the sign-in form, a key pasted, Enter; back on the search page."""
+    page.goto("/sign-in")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url("**/")
+
+
+def new_page(chromium: Any, ui_server: UiServer, *, signed_in: bool = True) -> Any:
+    context = chromium.new_context(base_url=ui_server.url,
                                    viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
+    if signed_in:
+        sign_in(page, ui_server.key)
+    return page
+
+
+@pytest.fixture
+def page(chromium: object, ui_server: UiServer) -> Iterator[object]:
+    """A signed-in browser tab."""
+    page = new_page(chromium, ui_server)
     yield page
-    context.close()
+    page.context.close()
+
+
+@pytest.fixture
+def anonymous_page(chromium: object, ui_server: UiServer) -> Iterator[object]:
+    """A browser tab that has not signed in."""
+    page = new_page(chromium, ui_server, signed_in=False)
+    yield page
+    page.context.close()
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from capsearch.files import bundled_sample_photos
+from tests.browser.conftest import UiServer, new_page
 
 pytestmark = pytest.mark.browser
 
@@ -44,10 +45,11 @@ def drop_files(page: Any, selector: str, files: list[Path]) -> None:
 
 
 @pytest.fixture(scope="module")
-def uploaded(chromium: Any, ui_server: str, screenshots: Path) -> Iterator[dict[str, str]]:
+def uploaded(chromium: Any, ui_server: UiServer, screenshots: Path
+             ) -> Iterator[dict[str, str]]:
     """Five photos uploaded through the upload page (three dropped, two chosen), indexed."""
-    context = chromium.new_context(base_url=ui_server, viewport={"width": 1280, "height": 900})
-    page = context.new_page()
+    page = new_page(chromium, ui_server)
+    context = page.context
     page.goto("/upload")
     page.get_by_label("Folder or album").fill(TRIP)
     drop_files(page, "#dropzone", [sample("chelsea"), sample("coffee"), sample("rocket")])
@@ -154,3 +156,49 @@ def test_keyboard_and_screen_reader_basics(page: Any, uploaded: dict[str, Any]) 
     link.focus()
     assert page.evaluate("document.activeElement.textContent").startswith("Find similar")
     assert page.locator("[role=status]").count() >= 1
+
+
+def test_without_a_session_every_page_leads_to_sign_in(anonymous_page: Any,
+                                                       screenshots: Path) -> None:
+    page = anonymous_page
+    page.goto("/upload")
+    page.wait_for_url(re.compile(r"/sign-in\?next=%2Fupload$"))
+    assert page.locator("h1").text_content() == "Sign in"
+    page.screenshot(path=str(screenshots / "00-sign-in.png"), full_page=True)
+    page.get_by_label("API key").fill("csk_not-a-real-key")
+    page.get_by_role("button", name="Sign in").click()
+    assert "not valid" in page.get_by_role("alert").text_content()
+    cookies = page.context.cookies()
+    assert not any(c["name"] == "capsearch_session" for c in cookies)
+
+
+def test_signing_in_returns_to_the_page_asked_for_and_signing_out_ends_it(
+        anonymous_page: Any, ui_server: UiServer) -> None:
+    page = anonymous_page
+    page.goto("/upload")
+    page.get_by_label("API key").fill(ui_server.key)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(r"/upload$"))
+    (session,) = [c for c in page.context.cookies() if c["name"] == "capsearch_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Lax"
+    assert page.evaluate("document.cookie") == ""  # no script can read it
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r"/sign-in$"))
+    page.goto("/")
+    page.wait_for_url(re.compile(r"/sign-in$"))
+
+
+def test_api_docs_render_from_this_server_under_its_csp(page: Any,
+                                                        screenshots: Path) -> None:
+    violations: list[str] = []
+    requests: list[str] = []
+    page.on("console", lambda msg: violations.append(msg.text)
+            if "Content Security Policy" in msg.text else None)
+    page.on("request", lambda req: requests.append(req.url))
+    page.goto("/docs")
+    page.wait_for_selector(".opblock-tag", timeout=60_000)  # the API's operations, drawn
+    assert page.get_by_text("/v1/search").count() >= 1
+    origin = page.evaluate("location.origin")
+    assert all(url.startswith((origin, "data:")) for url in requests), requests
+    assert violations == []
+    page.screenshot(path=str(screenshots / "07-api-docs.png"))

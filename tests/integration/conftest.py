@@ -134,6 +134,7 @@ def stack_env(*, postgres_url: str, redis_url: str, s3: S3Server, data_dir: Path
         "CAPSEARCH_IMPORT_PREFIXES": '["incoming/"]',
         # production refuses to start without it; encoder and search refuse calls without it
         "CAPSEARCH_SERVICE_TOKEN": SERVICE_TOKEN,
+        "CAPSEARCH_AUTH__SESSION_SECRET": "integration-session-secret-0123456789",
         # limits have their own tests; these tests poll hard
         "CAPSEARCH_RATE_LIMIT__RATE_PER_S": "100000",
         "CAPSEARCH_RATE_LIMIT__BURST": "100000",

@@ -43,3 +43,17 @@ def test_query_bench_reports_latency_percentiles(data_root: Path) -> None:
     assert set(result) == {"n", "concurrency", "p50_ms", "p95_ms", "p99_ms", "qps", "errors"}
     assert result["errors"] == 0
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
+
+
+def test_search_under_ingest_reports_idle_and_busy_latency(tmp_path: Path,
+                                                           data_root: Path) -> None:
+    images = tmp_path / "images"
+    images.mkdir()
+    for src in sorted((data_root / "coco-mini-val" / "images").glob("*.jpg"))[:8]:
+        (images / src.name).symlink_to(src)
+    result = run_bench("bench/search_under_ingest.py", "--images", str(images),
+                       "--queries", "6", "--think-ms", "10")
+    assert {"idle_p50_ms", "busy_p50_ms", "busy_p99_ms", "ratio_p50", "img_per_s"} <= set(result)
+    assert result["images"] == 8 and result["busy_searches"] >= 1
+    assert 0 < result["idle_p50_ms"] and 0 < result["busy_p50_ms"] <= result["busy_p99_ms"]
+    assert result["img_per_s"] > 0

@@ -10,6 +10,7 @@ from services.gateway import images, uploads
 from services.gateway.api.params import MAX_ID, ImageFiltersDep, ImageId
 from services.gateway.api.responses import ERRORS, blob_response
 from services.gateway.core.auth import requires
+from services.gateway.core.body_limit import accepts_body
 from services.gateway.core.context import ContextDep, SessionDep, StoreDep
 from shared.db import ImageRecord, ImageStatus
 from shared.errors import NotFound
@@ -39,7 +40,7 @@ ImageDep = Annotated[ImageRecord, Depends(get_image)]
 
 
 @upload_router.post("/v1/images", status_code=202, response_model=UploadResponse,
-                    dependencies=[requires("write")])
+                    dependencies=[requires("write"), accepts_body("upload")])
 async def upload_images(
     context: ContextDep,
     files: Annotated[list[UploadFile], File(description="one or more image files")],

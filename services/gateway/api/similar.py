@@ -14,6 +14,7 @@ from services.gateway import similar
 from services.gateway.api.params import MAX_ID
 from services.gateway.api.responses import ERRORS
 from services.gateway.core.auth import requires
+from services.gateway.core.body_limit import accepts_body
 from services.gateway.core.context import ContextDep, SchemaReady
 from services.gateway.search import check_k
 from shared.errors import BadRequest, PayloadTooLarge, ValidationFailed
@@ -77,7 +78,7 @@ async def read_similar_request(request: Request, max_bytes: int
 
 
 @router.post("/v1/search/similar", response_model=SimilarResults, openapi_extra=SIMILAR_BODY,
-             dependencies=[requires("search"), SchemaReady])
+             dependencies=[requires("search"), SchemaReady, accepts_body("file")])
 async def search_similar(request: Request, context: ContextDep,
                          nprobe: Annotated[int | None, Query(ge=1, le=1_000_000)] = None
                          ) -> SimilarResults:

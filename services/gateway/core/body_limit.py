@@ -1,11 +1,25 @@
-"""A request-body cap for the whole app, answered with the JSON error contract.
+"""Request-body caps per route, refused before reading, in the JSON error contract.
 
-Every file part is already read with its own cap; this bounds what the multipart parser spools
-at all (a declared Content-Length is refused before reading, a chunked body as it streams).
+Every route gets the small JSON cap (`max_json_bytes`) unless it declares a bigger one next to
+its scope, as `dependencies=[requires("write"), accepts_body("upload")]`: `file` is one file at
+the per-file cap (POST /v1/search/similar's example), `upload` every file of one request at it
+(POST /v1/images). A bigger cap is for files: it applies to multipart bodies only, so a JSON
+body to such a route still gets the JSON cap. `body_caps` derives the table from those
+declarations, as `body_scopes` does for scopes. A declared Content-Length over the cap is
+answered 413 before a byte is read; a chunked body is cut off as soon as it passes the cap
+(nothing past it is buffered).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import cache
+from typing import Any, Literal, get_args
+
+from fastapi import Depends
+from fastapi.routing import APIRoute, APIRouter
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -13,15 +27,72 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.config import Settings
 from shared.web import error_response
 
+BodyKind = Literal["json", "file", "upload"]
+BODY_KINDS: tuple[BodyKind, ...] = get_args(BodyKind)
 # multipart framing per file part (headers, boundary) and the small form fields
 PART_OVERHEAD_BYTES = 16 * 1024
 FORM_OVERHEAD_BYTES = 64 * 1024
 
 
-def upload_body_limit(settings: Settings) -> int:
-    """The largest request body POST /v1/images accepts: every file at its cap, plus framing."""
+def body_limit(kind: BodyKind, settings: Settings) -> int:
+    """The largest request body a route of this kind accepts."""
     per_file = settings.max_upload_bytes + PART_OVERHEAD_BYTES
-    return settings.max_files_per_request * per_file + FORM_OVERHEAD_BYTES
+    if kind == "upload":  # every file at its cap, plus framing
+        return settings.max_files_per_request * per_file + FORM_OVERHEAD_BYTES
+    if kind == "file":
+        return per_file + FORM_OVERHEAD_BYTES
+    return settings.max_json_bytes
+
+
+def upload_body_limit(settings: Settings) -> int:
+    """The largest request body POST /v1/images accepts."""
+    return body_limit("upload", settings)
+
+
+@cache
+def _marker(kind: BodyKind) -> Callable[[], None]:
+    def _accepts() -> None:
+        return None
+
+    _accepts.__name__ = f"accepts_{kind}_body"
+    _accepts.body_kind = kind  # type: ignore[attr-defined]
+    return _accepts
+
+
+def accepts_body(kind: BodyKind) -> Any:
+    """A route's body-cap declaration (routes without one get the JSON cap)."""
+    if kind not in BODY_KINDS:
+        raise ValueError(f"body kind must be one of {BODY_KINDS}, not {kind!r}")
+    return Depends(_marker(kind))
+
+
+@dataclass(frozen=True)
+class BodyCap:
+    """A route with a cap of its own."""
+
+    methods: frozenset[str]
+    path: re.Pattern[str]
+    limit: int
+
+    def matches(self, method: str, path: str) -> bool:
+        return method in self.methods and self.path.match(path) is not None
+
+
+def body_caps(routers: Iterable[APIRouter], settings: Settings) -> list[BodyCap]:
+    """The cap of every route that declares one, from its own declaration."""
+    out: list[BodyCap] = []
+    for router in routers:
+        for route in router.routes:
+            if not isinstance(route, APIRoute):
+                continue
+            kinds = {getattr(d.dependency, "body_kind", None)
+                     for d in (*router.dependencies, *route.dependencies)} - {None}
+            if len(kinds) > 1:
+                raise ValueError(f"{route.path} declares several body caps: {sorted(kinds)}")
+            if kinds:
+                out.append(BodyCap(frozenset(route.methods or ()), route.path_regex,
+                                   body_limit(kinds.pop(), settings)))
+    return out
 
 
 class BodyTooLarge(HTTPException):
@@ -33,20 +104,30 @@ class BodyTooLarge(HTTPException):
 
 
 class BodySizeLimit:
-    """Pure ASGI middleware: refuse request bodies larger than `limit` bytes."""
+    """Pure ASGI middleware: refuse a request body larger than its route's cap (`default` for
+    routes without one of their own)."""
 
-    def __init__(self, app: ASGIApp, *, limit: int) -> None:
+    def __init__(self, app: ASGIApp, *, default: int, caps: Iterable[BodyCap] = ()) -> None:
         self.app = app
-        self.limit = limit
+        self.default = default
+        self.caps = list(caps)
+
+    def limit_for(self, method: str, path: str, content_type: str = "multipart/form-data"
+                  ) -> int:
+        if not content_type.lower().startswith("multipart/form-data"):
+            return self.default  # the bigger caps are for files
+        return next((c.limit for c in self.caps if c.matches(method, path)), self.default)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+        headers = Headers(scope=scope)
+        limit = self.limit_for(scope["method"], scope["path"], headers.get("content-type", ""))
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             response = error_response(413, "payload_too_large",
-                                      f"the request body exceeds {self.limit} bytes")
+                                      f"the request body exceeds {limit} bytes")
             await response(scope, receive, send)
             return
         received = 0
@@ -56,8 +137,8 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise BodyTooLarge(self.limit)
+                if received > limit:
+                    raise BodyTooLarge(limit)
             return message
 
         await self.app(scope, limited_receive, send)

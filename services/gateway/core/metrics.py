@@ -4,6 +4,7 @@ embedded mode (index in this process), the index's size and version."""
 from __future__ import annotations
 
 import logging
+import time
 
 import anyio
 from fastapi import FastAPI
@@ -24,11 +25,24 @@ def image_counts(session_factory: sessionmaker[Session]) -> dict[str, int]:
         return {str(status): int(count) for status, count in rows}
 
 
-async def _collect_images(context: GatewayContext) -> None:
-    if not context.schema_ready:
-        return  # no database yet: the gauges keep their last values
-    counts = await anyio.to_thread.run_sync(image_counts, context.session_factory)
-    set_image_counts(counts, [s.value for s in ImageStatus])
+# images by status are counted at most this often, however often /metrics is scraped
+COUNT_EVERY_S = 10.0
+
+
+class _ImageCounts:
+    """The scrape-time count of images by status, refreshed at most every COUNT_EVERY_S."""
+
+    def __init__(self) -> None:
+        self._counted_at = -COUNT_EVERY_S
+
+    async def __call__(self, context: GatewayContext) -> None:
+        if not context.schema_ready:
+            return  # no database yet: the gauges keep their last values
+        if time.monotonic() - self._counted_at < COUNT_EVERY_S:
+            return
+        self._counted_at = time.monotonic()
+        counts = await anyio.to_thread.run_sync(image_counts, context.session_factory)
+        set_image_counts(counts, [s.value for s in ImageStatus])
 
 
 async def _collect_queue(context: GatewayContext) -> None:
@@ -49,14 +63,17 @@ async def _collect_index(context: GatewayContext) -> None:
 def gateway_collector(app: FastAPI) -> Collect:
     """Refresh the gauges from the context the app holds (none yet while it starts)."""
 
+    count_images = _ImageCounts()
+
     async def collect() -> None:
         context: GatewayContext | None = getattr(app.state, "context", None)
         if context is None:
             return
-        for step in (_collect_images, _collect_queue, _collect_index):
+        for name, step in (("images", count_images), ("queue", _collect_queue),
+                           ("index", _collect_index)):
             try:
                 await step(context)
             except Exception as exc:  # one dead dependency must not hide the other gauges
-                log.warning("metrics: %s failed: %s", step.__name__.strip("_"), exc)
+                log.warning("metrics: %s failed: %s", name, exc)
 
     return collect

@@ -8,7 +8,7 @@ from typing import Any
 from tests.unit.deploy.manifests import COMPOSE_FILE, COMPOSE_GPU_FILE, load_compose
 
 SEVEN = {"postgres", "redis", "minio", "gateway", "encoder", "search", "caption-worker"}
-SECRETS = ("POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD")
+SECRETS = ("POSTGRES_PASSWORD", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "SESSION_SECRET")
 
 
 def test_compose_names_the_seven_services(compose: dict[str, Any]) -> None:

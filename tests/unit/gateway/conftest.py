@@ -192,7 +192,8 @@ def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
                                        transport=httpx.MockTransport(backends.search)),
             queue=queue,
         )
-        client = TestClient(create_app(context=context))
+        # a Host the gateway answers for (the bound 127.0.0.1; core/origin.py)
+        client = TestClient(create_app(context=context), base_url="http://127.0.0.1")
         client.__enter__()
         opened.append((client, context))
         return Gateway(client=client, context=context, backends=backends, queue=queue,

@@ -18,7 +18,7 @@ from shared.storage import LocalBlobStore
 
 def test_lifespan_builds_the_production_context_from_settings(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "state")
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         context = client.app.state.context  # type: ignore[attr-defined]
         assert isinstance(context, GatewayContext)
         assert isinstance(context.store, LocalBlobStore)

@@ -91,6 +91,17 @@ def test_bad_import_requests_are_422(importer: Gateway, body: dict[str, str]) ->
     assert_error(importer.client.post("/v1/imports", json=body), 422, "validation_error")
 
 
+def test_paths_outside_the_roots_get_one_answer_whether_they_exist_or_not(
+        importer: Gateway, tmp_path: Path) -> None:
+    """An admin key must not learn which server paths exist (security probe of #17)."""
+    answers = []
+    for folder in ("/etc", "/no/such/place", str(tmp_path / "secret"), "/root/.ssh/x"):
+        resp = importer.client.post("/v1/imports", json={"folder": folder})
+        answers.append((resp.status_code, resp.json()["error"]["code"],
+                        resp.json()["error"]["message"].replace(repr(folder), "F")))
+    assert len(set(answers)) == 1 and answers[0][0] == 403, answers
+
+
 def test_missing_folder_is_404(importer: Gateway, photo_root: Path) -> None:
     resp = importer.client.post("/v1/imports", json={"folder": str(photo_root / "nope")})
     assert_error(resp, 404, "not_found")

@@ -21,7 +21,7 @@ def test_gateway_starts_without_its_database_and_recovers(tmp_path: Path) -> Non
     later = tmp_path / "not-yet"
     settings = Settings(data_dir=tmp_path, database_url=f"sqlite:///{later / 'db.sqlite'}",
                         auth={"enabled": False}, rate_limit={"enabled": False})
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         assert client.get("/healthz").status_code == 200
         assert "database" in assert_error(client.get("/readyz"), 503, "not_ready")
         message = assert_error(client.get("/v1/images/1"), 503, "database_unavailable")
@@ -67,7 +67,7 @@ def test_keys_are_checked_against_a_database_that_is_down_as_503(tmp_path: Path)
     settings = Settings(data_dir=tmp_path,
                         database_url=f"sqlite:///{tmp_path / 'nope' / 'db.sqlite'}",
                         auth={"enabled": True}, rate_limit={"enabled": False})
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as client:
         resp = client.get("/v1/images/1", headers={"Authorization": "Bearer csk_" + "a" * 43})
         assert_error(resp, 503, "database_unavailable")
 

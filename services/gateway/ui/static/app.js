@@ -2,18 +2,14 @@
 // - the relevance slider shows its value
 // - "More results" appends the next page in place instead of navigating
 // - drag-and-drop upload: one request per file, so each has its own progress bar and status
+// With keys on, the browser's session cookie (from /sign-in, HttpOnly) authenticates every
+// request this script makes: no key is ever held in script-readable storage.
 "use strict";
 
 (function () {
   const UPLOAD_CONCURRENCY = 3;
   const POLL_MS = 1000;
   const POLL_LIMIT_MS = 15 * 60 * 1000;
-
-  function authHeaders() {
-    // an API key saved by the user (instances with keys on); none in the embedded mode
-    const key = window.localStorage && localStorage.getItem("capsearch_api_key");
-    return key ? { Authorization: "Bearer " + key } : {};
-  }
 
   function announce(el, text) {
     if (el) el.textContent = text;
@@ -38,7 +34,7 @@
       link.setAttribute("aria-busy", "true");
       link.textContent = "Loading…";
       try {
-        const resp = await fetch(link.dataset.fragment, { headers: authHeaders() });
+        const resp = await fetch(link.dataset.fragment);
         if (!resp.ok) throw new Error("HTTP " + resp.status);
         const doc = new DOMParser().parseFromString(await resp.text(), "text/html");
         const grid = document.getElementById("results");
@@ -95,8 +91,6 @@
       if (source) form.append("source", source);
       const xhr = new XMLHttpRequest();
       xhr.open("POST", "/v1/images");
-      const headers = authHeaders();
-      Object.keys(headers).forEach((h) => xhr.setRequestHeader(h, headers[h]));
       xhr.responseType = "json";
       xhr.upload.addEventListener("progress", (e) => {
         if (e.lengthComputable) item.bar.value = Math.round((100 * e.loaded) / e.total);
@@ -115,7 +109,7 @@
   async function follow(id, item) {
     const started = Date.now();
     while (Date.now() - started < POLL_LIMIT_MS) {
-      const resp = await fetch("/v1/images/" + id, { headers: authHeaders() });
+      const resp = await fetch("/v1/images/" + id);
       if (resp.ok) {
         const image = await resp.json();
         if (image.status === "indexed" || image.status === "failed") return image;
