@@ -13,7 +13,12 @@ from shared.db.models import (
     IndexVersion,
     Membership,
 )
-from shared.db.session import create_schema, make_engine, make_session_factory
+from shared.db.session import (
+    create_schema,
+    make_engine,
+    make_read_session_factory,
+    make_session_factory,
+)
 
 __all__ = [
     "ApiKey",
@@ -30,5 +35,6 @@ __all__ = [
     "Membership",
     "create_schema",
     "make_engine",
+    "make_read_session_factory",
     "make_session_factory",
 ]

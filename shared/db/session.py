@@ -35,6 +35,15 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
+def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions for reads only (the query path): on Postgres in autocommit, so a read is its
+    one statement, without the BEGIN before it and the ROLLBACK when the session closes (two
+    round trips of the three a search made); the same pool as `make_session_factory`."""
+    if engine.dialect.name == "postgresql":
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return sessionmaker(bind=engine, expire_on_commit=False)
+
+
 def create_schema(engine: Engine) -> None:
     """Create missing tables (idempotent; safe for several processes starting at once)."""
     with engine.begin() as conn:

@@ -88,7 +88,7 @@ async def search_similar(request: Request, context: ContextDep,
     k = check_k(body.k, settings.search_max_k)
 
     def _example() -> similar.Example:
-        with context.session_factory() as session:
+        with context.reads() as session:
             if isinstance(asked, tuple):
                 return similar.example_by_bytes(session, asked[1], settings.embedding_model)
             return similar.example_by_id(session, asked.image_id, settings.embedding_model)
@@ -96,4 +96,4 @@ async def search_similar(request: Request, context: ContextDep,
     example = await anyio.to_thread.run_sync(_example)
     return await similar.find_similar(example=example, k=k, min_score=body.min_score,
                                       nprobe=nprobe, index=context.index,
-                                      session_factory=context.session_factory)
+                                      session_factory=context.reads)

@@ -20,7 +20,7 @@ from services.gateway.querycache import CachedTextEncoder, cache_entries
 from shared.celery_app import make_celery
 from shared.clients import EncoderClient, IndexClient, make_encoder_client
 from shared.config import Settings
-from shared.db import make_engine, make_session_factory
+from shared.db import make_engine, make_read_session_factory, make_session_factory
 from shared.queue import CaptionQueue, CeleryCaptionQueue
 from shared.shards import make_index_client
 from shared.storage import BlobStore, make_blob_store
@@ -38,6 +38,13 @@ class GatewayContext:
     queue: CaptionQueue
     # creates the schema once the database answers (None: the caller created it already)
     schema: SchemaGate | None = None
+    # sessions of the query path's reads (autocommit on Postgres); None: `session_factory`
+    read_session_factory: sessionmaker[Session] | None = None
+
+    @property
+    def reads(self) -> sessionmaker[Session]:
+        """The session factory for reads that change nothing (search, similar)."""
+        return self.read_session_factory or self.session_factory
 
     @property
     def schema_ready(self) -> bool:
@@ -69,6 +76,7 @@ def build_context(settings: Settings) -> GatewayContext:
         index=make_index_client(settings),  # a fan-out when there are several shards
         queue=CeleryCaptionQueue(make_celery(settings), settings.caption_batch_size),
         schema=SchemaGate(engine),
+        read_session_factory=make_read_session_factory(engine),
     )
 
 
