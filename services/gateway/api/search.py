@@ -17,7 +17,7 @@ from shared.schemas import SearchResults
 router = APIRouter(tags=["search"], responses=ERRORS)
 
 
-def search_query(
+async def search_query(  # async: no thread-pool hop for a pure check
     settings: SettingsDep,
     filters: ImageFiltersDep,
     q: Annotated[str, Query(description="what to look for, in words")],

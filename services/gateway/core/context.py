@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -121,11 +122,13 @@ def get_session(context: ContextDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def check_schema(context: ContextDep) -> None:
+async def check_schema(context: ContextDep) -> None:
     """For routes that open sessions themselves (not through SessionDep): the schema must
-    exist first, or the caller gets 503 database_unavailable, not a 500 (blocking: FastAPI
-    runs it in the thread pool)."""
-    context.ensure_schema()
+    exist first, or the caller gets 503 database_unavailable, not a 500. Once it is known to
+    exist this is a flag check on the event loop; before that, a blocking check in a thread
+    (a plain `def` dependency would pay the thread hop on every request of the query path)."""
+    if not context.schema_ready:
+        await anyio.to_thread.run_sync(context.ensure_schema)
 
 
 SchemaReady = Depends(check_schema)
