@@ -144,7 +144,7 @@ class Settings(BaseSettings):
     # once into cache_dir/onnx), torch on a GPU; torch forces torch on a CPU too
     encoder_runtime: Runtime = "auto"
     backbone_runtime: Runtime = "auto"
-    # their ONNX Runtime precision: auto = what the retrieval check kept for each model
+    # their ONNX Runtime precision: auto = what the retrieval check kept (MiniLM int8, CNN fp32)
     # (docs/quality.md), fp32, or int8 (MiniLM: dynamic; the CNN: static, calibrated on
     # backbone_calibration_dir, default datasets_dir/flickr8k-train/images); training: fp32
     encoder_precision: Precision = "auto"

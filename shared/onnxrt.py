@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -71,15 +72,27 @@ def cached_export(cache_dir: Path, kind: str, parts: Mapping[str, Any],
     """The ONNX file of `kind` keyed by `parts` under `cache_dir/onnx`; `build(path)` writes it
     when it is missing. One process builds at a time (a file lock: a worker and an encoder
     starting together would otherwise both export); the file appears whole (built under a
-    temporary name, then renamed), with a JSON of its parts beside it for people."""
+    temporary name, then renamed), with a JSON of its parts beside it for people. A cache dir
+    that cannot be written (a container image's, baked for other settings) falls back to the
+    temporary folder, with a warning."""
     from filelock import FileLock
 
     folder = Path(cache_dir) / "onnx"
     path = folder / f"{kind}-{export_key(parts)}.onnx"
     if path.is_file():
         return path
-    folder.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock"):
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path) + ".lock")
+        lock.acquire()
+    except OSError as exc:  # a read-only image cache without this export: build it aside
+        fallback = Path(tempfile.gettempdir()) / "capsearch-cache"
+        if Path(cache_dir) == fallback:
+            raise
+        log.warning("cannot write %s (%s): exporting %s under %s for this process", folder,
+                    exc, kind, fallback)
+        return cached_export(fallback, kind, parts, build)
+    with lock:
         if path.is_file():  # another process built it while this one waited
             return path
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.onnx")

@@ -177,3 +177,17 @@ def test_int8_export_is_calibrated_on_photos_and_stays_close(tmp_path: Path) -> 
     finally:
         fp32.close()
         int8.close()
+
+
+def test_a_cache_dir_that_cannot_be_written_falls_back_to_the_temporary_folder(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    from shared.onnxrt import cached_export
+
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")  # a file where the cache folder should be: mkdir fails
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    path = cached_export(blocked, "probe", {"x": 1}, lambda p: p.write_bytes(b"onnx"))
+    assert path.parent == tmp_path / "tmp" / "capsearch-cache" / "onnx"
+    assert path.read_bytes() == b"onnx"
