@@ -16,8 +16,10 @@ from shared.db.models import (
 from shared.db.session import (
     create_schema,
     make_engine,
+    make_read_engine,
     make_read_session_factory,
     make_session_factory,
+    read_once_more,
 )
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "Membership",
     "create_schema",
     "make_engine",
+    "make_read_engine",
     "make_read_session_factory",
     "make_session_factory",
+    "read_once_more",
 ]

@@ -21,7 +21,12 @@ from services.gateway.querycache import CachedTextEncoder, cache_entries
 from shared.celery_app import make_celery
 from shared.clients import EncoderClient, IndexClient, make_encoder_client
 from shared.config import Settings
-from shared.db import make_engine, make_read_session_factory, make_session_factory
+from shared.db import (
+    make_engine,
+    make_read_engine,
+    make_read_session_factory,
+    make_session_factory,
+)
 from shared.queue import CaptionQueue, CeleryCaptionQueue
 from shared.shards import make_index_client
 from shared.storage import BlobStore, make_blob_store
@@ -77,7 +82,7 @@ def build_context(settings: Settings) -> GatewayContext:
         index=make_index_client(settings),  # a fan-out when there are several shards
         queue=CeleryCaptionQueue(make_celery(settings), settings.caption_batch_size),
         schema=SchemaGate(engine),
-        read_session_factory=make_read_session_factory(engine),
+        read_session_factory=make_read_session_factory(make_read_engine(settings.sqlalchemy_url)),
     )
 
 
@@ -85,9 +90,10 @@ async def close_context(context: GatewayContext) -> None:
     """Close the HTTP clients and dispose the engine of a context built by `build_context`."""
     await context.encoder.aclose()
     await context.index.aclose()
-    engine = context.session_factory.kw.get("bind")
-    if engine is not None:
-        engine.dispose()
+    for factory in (context.session_factory, context.read_session_factory):
+        engine = factory.kw.get("bind") if factory is not None else None
+        if engine is not None:
+            engine.dispose()
 
 
 async def get_context(request: Request) -> GatewayContext:
