@@ -92,6 +92,11 @@ WORKDIR /app
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-deps --no-compile /wheels/*.whl
 COPY --chmod=755 deploy/docker/healthcheck.py /usr/local/bin/capsearch-healthcheck
+# the CPU services' ONNX Runtime exports of the default CNN and MiniLM, made at build time into
+# a cache the image carries (the pods' root filesystem is read-only; nothing is downloaded)
+ENV CAPSEARCH_CACHE_DIR=/opt/capsearch-cache
+RUN capsearch build-models --only onnx \
+    && chmod -R a+rX /opt/capsearch-cache
 
 USER 10001:10001
 # 8000 gateway, 8001 encoder, 8002 search (CAPSEARCH_*_PORT); the caption worker listens on none

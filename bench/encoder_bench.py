@@ -1,23 +1,20 @@
-"""The text encoder (MiniLM-L6) on a CPU: CPU time per text by batch size and precision.
+"""The text encoder (MiniLM-L6) on a CPU: CPU time per text by batch size, runtime and precision.
 
 Encodes real human captions (flickr8k-dev under CAPSEARCH_DATASETS_DIR) in batches of the
-sizes given, on one thread (the encoder service runs one inference thread), four ways:
+sizes given, on one thread (the encoder service runs one inference thread), three ways:
 
-- `fp32`: the model as loaded;
-- `bf16 autocast`: the fp32 model under `torch.autocast(bfloat16)` (how the service ran bf16
-  until 2026-11-29: autocast casts every weight again on every forward);
-- `bf16 unpacked`: bf16 copies of the `Linear` weights made once at load, plain `linear` calls;
-- `bf16`: `BertTextEncoder(precision="bf16")`, the default on a CPU with AVX512-BF16 or AMX:
-  the same weights also packed once into oneDNN's layout.
+- `torch fp32`: the transformers model, eager (`CAPSEARCH_ENCODER_RUNTIME=torch`);
+- `onnx fp32`: ONNX Runtime over the export fused by ORT's transformer optimizer;
+- `onnx int8`: the same, dynamically quantised (per-channel 7-bit weights).
 
 Reports CPU ms per text (process time; the ways interleaved batch by batch, best of three
 passes: other load on the machine can only add to it) and how far each way's vectors are from
-fp32's (min and mean cosine over every caption used).
+torch fp32's (min and mean cosine over every caption used).
 
     python bench/encoder_bench.py [--texts 240] [--batches 1,3,8,64] [--json]
 
 With --json the LAST line is one JSON object: {way: {batch: ms_per_text}, "agreement": {way:
-{"min": .., "mean": ..}}}.
+{"min": .., "mean": ..}}, "machine": {cpu, flags, cores, load}}.
 """
 
 from __future__ import annotations
@@ -30,9 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from machine import describe_machine, machine_line  # noqa: E402
 
 from capsearch.files import read_captions  # noqa: E402
 from services.encoder.encoder import BertTextEncoder  # noqa: E402
@@ -48,22 +46,6 @@ def captions(datasets: Path, n: int) -> list[str]:
         raise SystemExit(f"no {tsv} (set CAPSEARCH_DATASETS_DIR)")
     texts = [c for cs in read_captions(tsv).values() for c in cs]
     return texts[:n]
-
-
-def autocast_of(encoder: BertTextEncoder) -> Encode:
-    """The fp32 encoder's batches run under bf16 autocast."""
-    def encode(batch: list[str]) -> np.ndarray:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return encoder._encode(batch)
-    return encode
-
-
-def unpacked(encoder: BertTextEncoder) -> BertTextEncoder:
-    """The bf16 encoder with its oneDNN-packed weights dropped (plain bf16 `linear` calls)."""
-    for module in encoder._model.modules():
-        if hasattr(module, "packed"):
-            module.packed = None
-    return encoder
 
 
 def ms_per_text(ways: dict[str, Encode], texts: list[str], batch: int, rounds: int = 3
@@ -93,17 +75,18 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
     args = parser.parse_args()
     set_torch_threads(1)
+    print(machine_line(), flush=True)
     settings = get_settings()
     texts = captions(settings.datasets_dir, args.texts)
     batches = [int(b) for b in args.batches.split(",")]
 
-    fp32, bf16, bf16_plain = (BertTextEncoder(settings.encoder_model_dir, device="cpu",
-                                              precision=p) for p in ("fp32", "bf16", "bf16"))
-    for encoder in (fp32, bf16, bf16_plain):
+    encoders = {f"{runtime} {precision}": BertTextEncoder(
+        settings.encoder_model_dir, device="cpu", runtime=runtime, precision=precision)
+        for runtime, precision in (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"))}
+    for encoder in encoders.values():
         encoder.load()
-    ways: dict[str, Encode] = {"fp32": fp32._encode, "bf16 autocast": autocast_of(fp32),
-                               "bf16 unpacked": unpacked(bf16_plain)._encode,
-                               "bf16": bf16._encode}
+    ways: dict[str, Encode] = {name: e._encode for name, e in encoders.items()}
+    fp32 = encoders["torch fp32"]
     reference = np.concatenate([fp32._encode(texts[i:i + 8]) for i in range(0, len(texts), 8)])
 
     by_batch = {b: ms_per_text(ways, texts, b) for b in batches}
@@ -117,7 +100,7 @@ def main() -> int:
         print(f"{name:14s} CPU ms/text  {cells}   cosine to fp32 min {agreement[name]['min']:.6f}"
               f" mean {agreement[name]['mean']:.6f}", flush=True)
     if args.json:
-        print(json.dumps({**result, "agreement": agreement}))
+        print(json.dumps({**result, "agreement": agreement, "machine": describe_machine()}))
     return 0
 
 

@@ -8,7 +8,8 @@ per-stage seconds scraped from the caption worker's /metrics.
     python bench/ingest_bench.py --images ../shared/data/flickr8k-dev/images [--json]
     python bench/ingest_bench.py --images DIR --stack [--json]
 
-With --json the LAST line is one JSON object: images, seconds, img_per_s, peak_rss_mb, stages.
+With --json the LAST line is one JSON object: images, seconds, img_per_s, peak_rss_mb, stages,
+machine (CPU model, kernel flags, cores, load) and, embedded, cpu_s (the process's CPU seconds).
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import describe_machine, machine_line  # noqa: E402
 
 from capsearch.client import CapsearchClient  # noqa: E402
 from capsearch.commands.ingest import upload_all, wait_all  # noqa: E402
@@ -122,14 +127,22 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         raise SystemExit(f"no images in {args.images}")
     bench = bench_stack if args.stack else bench_embedded
+    print(machine_line(), file=sys.stderr, flush=True)
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
     seconds, peak, stages = bench(files, args.batch)
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu_s = (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime
+                                                         + cpu_before.ru_stime)
     result = {
         "images": len(files),
         "seconds": round(seconds, 2),
         "img_per_s": round(len(files) / seconds, 2),
         "peak_rss_mb": round(peak, 1),
         "stages": stages,
+        "machine": describe_machine(),
     }
+    if not args.stack:  # the one process's CPU seconds, model loading included
+        result["cpu_s"] = round(cpu_s, 2)
     mode = "stack (4 processes)" if args.stack else "embedded (1 process)"
     print(f"ingest, {mode}: {result['images']} images in {result['seconds']} s = "
           f"{result['img_per_s']} images/s end to end, peak RSS {result['peak_rss_mb']} MiB")

@@ -17,8 +17,8 @@ captions are the `tags` captioner's. Protocols (photos of flickr8k-dev unless sa
 - coco/pool159: train on all of flickr8k-dev + coco-mini-train, score coco-mini-val.
 
 Heads always train on fp32 CNN features (as `capsearch build-models` does); `--serve-precision
-bf16` scores the held-out photos on features from the bf16 CNN pass, which is what the worker
-serves with `CAPSEARCH_BACKBONE_PRECISION=auto` on a CPU with native bf16.
+int8` scores the held-out photos on features from the static int8 ONNX export of the CNN
+(`CAPSEARCH_BACKBONE_PRECISION=int8`).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def main() -> int:
     parser.add_argument("--datasets", type=Path, default=None,
                         help="the shared data folder (default CAPSEARCH_DATASETS_DIR)")
     parser.add_argument("--seed", type=int, default=0, help="fold assignment")
-    parser.add_argument("--serve-precision", choices=("fp32", "bf16"), default="fp32",
+    parser.add_argument("--serve-precision", choices=("fp32", "int8"), default="fp32",
                         help="the CNN precision of the scored photos' features")
     parser.add_argument("--json", action="store_true", help="last line: one JSON object")
     args = parser.parse_args()

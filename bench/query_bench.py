@@ -17,7 +17,8 @@ generator shares the cores with the services it measures: httpx cost ~2 ms of CP
     python bench/query_bench.py --n 1000000 --concurrency 8 [--queries 2000] [--json]
 
 With --json the LAST line is one JSON object: n, concurrency, p50_ms, p95_ms, p99_ms, qps,
-errors. Drops its database afterwards.
+errors (with --cpu: cpu_ms_per_query by process), machine (CPU model, kernel flags, cores,
+load). Drops its database afterwards.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from index_load_bench import fill  # noqa: E402
+from machine import describe_machine, machine_line  # noqa: E402
 
 from capsearch.files import read_captions  # noqa: E402
 from capsearch.server import free_port  # noqa: E402
@@ -351,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if cpu is not None:
         result["cpu_ms_per_query"] = cpu
+    result["machine"] = describe_machine()
+    print(machine_line(), file=sys.stderr)
     print(f"N={args.n:,} concurrency {args.concurrency}: {len(latencies)} queries, "
           f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms, "
           f"{result['qps']} queries/s, {errors} errors")

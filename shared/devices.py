@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -28,30 +27,10 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return device
 
 
-Precision = Literal["fp32", "bf16", "auto"]
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
-
-
-@cache
-def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bf16 matmuls and convolutions natively here (AVX512-BF16 or AMX),
-    i.e. faster than fp32 rather than emulated."""
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_cpu_precision(precision: str, device: torch.device) -> str:
-    """The precision a model's CPU passes run in: `auto` = bf16 on a CPU with native bf16,
-    fp32 everywhere else (a GPU has its own rule: fp16 autocast for the CNN)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-    if precision == "auto":
-        return "bf16" if device.type == "cpu" and cpu_has_native_bf16() else "fp32"
-    return precision
+# CPU passes: `auto` = what each model's retrieval check kept (its module says), `fp32`, or
+# `int8` (ONNX Runtime quantisation); torch passes run fp32 on a CPU, fp16 autocast on a GPU
+Precision = Literal["auto", "fp32", "int8"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "int8")
 
 
 def set_torch_threads(threads: int | None) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.caption.captioners.backbone import EfficientNetBackbone
+from services.caption.captioners.backbone import EfficientNetBackbone, backbone_options
 from services.caption.training.datasets import (
     CaptionedImages,
     concat,
@@ -53,8 +53,10 @@ def training_sets(args: argparse.Namespace) -> list[CaptionedImages]:
 
 
 def backbone_for(args: argparse.Namespace, settings: Settings) -> EfficientNetBackbone:
-    return EfficientNetBackbone(device=args.device or settings.device,
-                                image_size=args.image_size or settings.backbone_image_size)
+    options = backbone_options(settings) | {"precision": "fp32"}  # heads learn fp32 features
+    options["device"] = args.device or settings.device
+    options["image_size"] = args.image_size or settings.backbone_image_size
+    return EfficientNetBackbone(**options)
 
 
 def features_of(sets: list[CaptionedImages], backbone: EfficientNetBackbone, cache_dir: Path,
@@ -280,7 +282,32 @@ def run_build_models(args: argparse.Namespace) -> int:
             out=out_dir / "sat.pt", text_only=root / TEXT_ONLY, val=val, epochs=SAT_EPOCHS,
             pretrain_epochs=SAT_PRETRAIN_EPOCHS, batch_size=64, lr=4e-4, hidden=None, beam=3,
             fine_tune=False, no_amp=False, resume=args.resume))
+    if "onnx" in args.only:
+        for path in export_serving_models(settings.model_copy(update={"cache_dir": cache_dir})):
+            print(f"ONNX Runtime export: {path}")
     return 0
+
+
+def export_serving_models(settings: Settings) -> list[Path]:
+    """The ONNX exports the CPU services will load with these settings (the CNN and MiniLM
+    in their precisions), made into `settings.cache_dir/onnx` now rather than at first start
+    (a container image bakes them in: its pods' root filesystem is read-only)."""
+    from services.caption.captioners.backbone_export import export_backbone
+    from services.encoder.encoder import build_text_encoder
+    from services.encoder.export import export_encoder
+
+    backbone = EfficientNetBackbone(**(backbone_options(settings) | {"device": "cpu",
+                                                                      "runtime": "onnx"}))
+    encoder = build_text_encoder(settings.model_copy(update={"device": "cpu",
+                                                             "encoder_runtime": "onnx"}))
+    paths = [export_backbone(backbone.module, name=backbone.name,
+                             image_size=backbone.image_size, precision=backbone.precision,
+                             cache_dir=settings.cache_dir,
+                             calibration=backbone.calibration_pixels),
+             export_encoder(encoder.model_dir, name=encoder.name, precision=encoder.precision,
+                            cache_dir=settings.cache_dir)]
+    backbone.close()
+    return paths
 
 
 def add_build_models(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -290,8 +317,10 @@ def add_build_models(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
                    help="the shared data folder (default CAPSEARCH_DATASETS_DIR)")
     p.add_argument("--out-dir", type=Path, default=None,
                    help="where to write projection.pt and sat.pt (default: the package's)")
-    p.add_argument("--only", nargs="+", choices=["projection", "sat"],
-                   default=["projection", "sat"], help="build only these")
+    p.add_argument("--only", nargs="+", choices=["projection", "sat", "onnx"],
+                   default=["projection", "sat", "onnx"],
+                   help="build only these (onnx: the CPU services' ONNX Runtime exports of "
+                        "the CNN and MiniLM into the cache dir, as the settings choose them)")
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--resume", action="store_true", help="resume an interrupted sat run")

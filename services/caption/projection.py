@@ -151,13 +151,13 @@ class ImageProjection(InferenceModel):
     """The head over the shared CNN pass: the caption worker's `ImageEmbedder`."""
 
     def __init__(self, path: Path | str | None = None, *,
-                 backbone: EfficientNetBackbone | None = None, device: str = "auto",
-                 image_size: int = 288, streams: int | None = None,
-                 precision: str = "fp32") -> None:
+                 backbone: EfficientNetBackbone | None = None,
+                 **options: Any) -> None:
         super().__init__()
         self.path = Path(path) if path is not None else default_model_path(DEFAULT_PROJECTION)
+        options.setdefault("image_size", 288)
         self.backbone = (backbone if backbone is not None
-                         else shared_backbone(device, image_size, streams, precision))
+                         else shared_backbone(**options))
         self.tags = TagsCaptioner(backbone=self.backbone)  # the fusion text's rule
         self.head: ProjectionHead | None = None
 

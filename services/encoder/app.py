@@ -22,11 +22,11 @@ log = logging.getLogger(__name__)
 
 
 def service_threads(settings: Settings) -> int:
-    """Intra-op threads of the service's one inference thread: `torch_threads` when set, else
-    half the cores it may use (a container's CPU quota included, not the node's cores). The
-    gateway, the search service and Postgres share the host; with every core (torch's default)
-    one busy core makes OpenMP spin-wait: measured on 2 shared cores, 63 ms of CPU per query
-    with 2 threads against 11 ms with 1."""
+    """Intra-op threads of the service's one inference thread (ONNX Runtime's or torch's):
+    `torch_threads` when set, else half the cores it may use (a container's CPU quota
+    included, not the node's cores). The gateway, the search service and Postgres share the
+    host; with every core (torch's default) one busy core makes OpenMP spin-wait: measured on
+    2 shared cores, 63 ms of CPU per query with 2 threads against 11 ms with 1."""
     if settings.torch_threads:
         return settings.torch_threads
     return max(1, cpu_streams() // 2)
@@ -40,9 +40,9 @@ def create_app(settings: Settings | None = None, encoder: TextEncoder | None = N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if encoder is None:
             set_torch_threads(service_threads(settings))
-        model = encoder or build_text_encoder(settings)
-        # one inference thread: torch spreads one forward pass over its intra-op threads
-        # (service_threads), so a second concurrent pass would only fight it for the cores
+        model = encoder or build_text_encoder(settings, threads=service_threads(settings))
+        # one inference thread: the runtime spreads one forward pass over its intra-op
+        # threads (service_threads), so a second concurrent pass would only fight it
         pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
         app.state.encoder = model
         app.state.pool = pool

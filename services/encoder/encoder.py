@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import functools
+import json
 import os
 import threading
 import time
@@ -14,18 +14,19 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from services.encoder.export import ENCODER_PRECISIONS, export_encoder
 from shared.config import Settings
-from shared.devices import (
-    Precision,
-    resolve_cpu_precision,
-    resolve_device,
-    set_torch_threads,
-)
+from shared.devices import Precision, resolve_device, set_torch_threads
 from shared.inference import InferenceModel
 from shared.metrics import observe_stage
+from shared.onnxrt import make_session, resolve_runtime
 
 # the smallest batch worth a stream of its own (smaller ones cost more per text)
 MIN_STREAM_BATCH = 8
+# what `precision="auto"` serves on a CPU: int8 kept retrieval within 0.5 points of fp32 on
+# both pools (coco-mini-val R@1 -0.50, R@10 -0.13; flickr8k-dev +0.12, -0.08: docs/quality.md)
+# for ~40 % less CPU per text; "fp32" here (or CAPSEARCH_ENCODER_PRECISION=fp32) reverts it
+AUTO_PRECISION = "int8"
 
 
 def default_model_dir() -> Path:
@@ -91,30 +92,43 @@ class TextEncoder(InferenceModel):
 class BertTextEncoder(TextEncoder):
     """Any BERT-family checkpoint directory: mean pooling over the attention mask + L2 norm.
 
-    `precision="bf16"` runs every `Linear` layer on a bf16 copy of its weights, made (and
-    packed for oneDNN) once at load; inputs are cast to bf16, outputs back to fp32, and
-    embeddings, layer norms, softmax, pooling and the norm stay fp32. bf16 autocast gives the
-    same vectors but casts the 22 M weights again on every call: at one query per forward
-    that made it slower than fp32 on an AMX Xeon. Vectors stay within 1e-4 cosine of fp32
-    (`bench/encoder_bench.py`).
+    On a CPU the forward pass runs on ONNX Runtime (`runtime="auto"`): the checkpoint is
+    exported once into the cache dir, fused by ORT's transformer optimizer and, in `int8`,
+    dynamically quantised (`services/encoder/export.py`); `threads` intra-op threads per pass
+    (the `streams` of a caption worker run single-threaded passes in parallel on one session).
+    torch runs it on a GPU and when `runtime="torch"`. Tokenising, pooling and the norm are the
+    same code for both.
     """
 
     def __init__(self, model_dir: Path | str | None = None, *, name: str = "all-MiniLM-L6-v2",
                  batch_size: int = 64, max_length: int = 128, device: str = "auto",
-                 precision: Precision = "fp32", streams: int = 1) -> None:
+                 runtime: str = "auto", precision: Precision = "fp32", streams: int = 1,
+                 threads: int = 1, cache_dir: Path | str | None = None) -> None:
         super().__init__(name=name, batch_size=batch_size, streams=streams)
         self.model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         self.max_length = max_length
         self.device = resolve_device(device)
-        self.precision = resolve_cpu_precision(precision, self.device)
+        self.runtime = resolve_runtime(runtime, self.device.type)
+        if precision not in ENCODER_PRECISIONS:
+            raise ValueError(f"precision must be one of {ENCODER_PRECISIONS}, not {precision!r}")
+        # int8 is an ONNX Runtime quantisation; torch passes run fp32
+        self.precision = ((AUTO_PRECISION if precision == "auto" else precision)
+                          if self.runtime == "onnx" else "fp32")
+        self.threads = max(1, threads)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._tokenizer: Any = None
-        self._model: Any = None
+        self._model: Any = None  # an ORT session or the torch model
+        self._inputs: tuple[str, ...] = ()
         # fast tokenizers are not safe to call from several threads at once ("Already borrowed")
         self._tokenize_lock = threading.Lock()
 
+    def __str__(self) -> str:
+        where = f"onnx {self.precision}" if self.runtime == "onnx" else f"torch on {self.device}"
+        return f"text encoder {self.name} (dim {self.dim}, {where})"
+
     def _load(self) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"  # belt and braces: a local directory never needs the hub
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a per-tensor progress bar is noise in service logs
@@ -122,96 +136,55 @@ class BertTextEncoder(TextEncoder):
         if not (self.model_dir / "config.json").is_file():
             raise FileNotFoundError(f"no model checkpoint (config.json) in {self.model_dir}")
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
+        config = json.loads((self.model_dir / "config.json").read_text())
+        self.dim = int(config["hidden_size"])
+        if self.runtime == "onnx":
+            from shared.config import get_settings
+
+            path = export_encoder(self.model_dir, name=self.name, precision=self.precision,
+                                  cache_dir=self.cache_dir or get_settings().cache_dir)
+            self._model = make_session(path, self.threads)
+            self._inputs = tuple(i.name for i in self._model.get_inputs())
+            return
+        from transformers import AutoModel
+
         model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
-        model = model.to(self.device).eval()
-        if self.precision == "bf16":
-            _linears_to_bf16(model)
-        self._model = model
-        self.dim = int(model.config.hidden_size)
+        self._model = model.to(self.device).eval()
 
     def _close(self) -> None:
         self._model = self._tokenizer = None
 
     def _encode(self, batch: list[str]) -> NDArray[np.float32]:
-        import torch
-
+        tensors = "np" if self.runtime == "onnx" else "pt"
         with self._tokenize_lock:
             tokens = self._tokenizer(batch, padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt")
+                                     max_length=self.max_length, return_tensors=tensors)
+        if self.runtime == "onnx":
+            feeds = {k: np.asarray(tokens[k], dtype=np.int64) for k in self._inputs}
+            hidden = self._model.run(None, feeds)[0]
+            return mean_pool(hidden, feeds["attention_mask"])
+        import torch
+
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
         with torch.inference_mode():
-            hidden = self._model(**tokens).last_hidden_state.float()
-            mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        return pooled.float().cpu().numpy()
+            hidden = self._model(**tokens).last_hidden_state.float().cpu().numpy()
+        return mean_pool(hidden, tokens["attention_mask"].cpu().numpy())
 
 
-# the batch size oneDNN lays packed weights out for (any size works; small is the query path)
-PACK_BATCH_HINT = 16
-
-
-@functools.cache
-def _bf16_linear_type() -> type:
-    """A frozen `Linear` that multiplies in bf16 and hands fp32 on (see `BertTextEncoder`);
-    made on first use so that importing this module needs no torch.
-
-    On a CPU the weight is also packed once into oneDNN's blocked layout (the op inductor
-    uses for frozen linears): plain bf16 `linear` re-packs it on every call, which took
-    MiniLM from 9.8 to 11.7 ms of CPU per text at batch 1 and 5.1 to 5.7 at batch 3
-    (bench/encoder_bench.py). Where that op is missing or disagrees with plain `linear` on a
-    probe input, the plain call is used."""
-    import torch
-
-    def packed(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
-        if weight.device.type != "cpu" or not torch.backends.mkldnn.is_available():
-            return None
-        try:
-            pack = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_BATCH_HINT)
-            probe = torch.randn(2, 3, weight.shape[1], dtype=torch.bfloat16)
-            same = torch.equal(torch.ops.mkldnn._linear_pointwise(probe, pack, bias, "none",
-                                                                  [], ""),
-                               torch.nn.functional.linear(probe, weight, bias))
-        except (AttributeError, RuntimeError, NotImplementedError):
-            return None
-        return pack if same else None
-
-    class Bf16Linear(torch.nn.Module):
-        def __init__(self, linear: torch.nn.Linear) -> None:
-            super().__init__()
-            weight = linear.weight.detach().to(torch.bfloat16)
-            bias = None if linear.bias is None else linear.bias.detach().to(torch.bfloat16)
-            self.register_buffer("weight", weight)
-            self.register_buffer("bias", bias)
-            self.packed = packed(weight, bias)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            x = x.to(torch.bfloat16)
-            if self.packed is not None:
-                y = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-            else:
-                y = torch.nn.functional.linear(x, self.weight, self.bias)
-            return y.float()
-
-    return Bf16Linear
-
-
-def _linears_to_bf16(module: Any) -> None:
-    """Replace every `torch.nn.Linear` under `module` by its bf16 copy, in place."""
-    import torch
-
-    for name, child in module.named_children():
-        if isinstance(child, torch.nn.Linear):
-            setattr(module, name, _bf16_linear_type()(child))
-        else:
-            _linears_to_bf16(child)
+def mean_pool(hidden: NDArray[np.float32], mask: NDArray[np.int64]) -> NDArray[np.float32]:
+    """Mean of the token vectors under the attention mask, L2-normalised: (B, T, D) → (B, D)."""
+    weights = mask.astype(np.float32)[:, :, None]
+    pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
+    norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(pooled / norms, dtype=np.float32)
 
 
 def build_text_encoder(settings: Settings, *, precision: Precision | None = None,
-                       streams: int = 1) -> BertTextEncoder:
+                       streams: int = 1, threads: int | None = None) -> BertTextEncoder:
     """The encoder the settings name (not yet loaded; call `load()` or let `encode` do it),
     in `settings.encoder_precision` unless `precision` is given. `streams` > 1: parallel
-    single-threaded passes (for a process that runs the CNN alike)."""
+    single-threaded passes (for a process that runs the CNN alike); `threads`: intra-op
+    threads of each pass (default `settings.torch_threads`, else 1)."""
     set_torch_threads(settings.torch_threads)
     return BertTextEncoder(
         settings.encoder_model_dir,
@@ -219,6 +192,9 @@ def build_text_encoder(settings: Settings, *, precision: Precision | None = None
         batch_size=settings.encoder_batch_size,
         max_length=settings.encoder_max_length,
         device=settings.device,
+        runtime=settings.encoder_runtime,
         precision=precision or settings.encoder_precision,
         streams=streams,
+        threads=threads or settings.torch_threads or 1,
+        cache_dir=settings.cache_dir,
     )

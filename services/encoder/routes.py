@@ -6,7 +6,7 @@ import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from services.encoder.encoder import TextEncoder
 from shared.errors import CapsearchError, ValidationFailed
@@ -52,10 +52,13 @@ async def readyz(request: Request) -> Health | JSONResponse:
 
 
 @router.post("/v1/encode", response_model=EncodeResponse)
-async def encode(body: EncodeRequest, encoder: EncoderDep, request: Request) -> EncodeResponse:
+async def encode(body: EncodeRequest, encoder: EncoderDep, request: Request) -> Response:
     too_long = [i for i, text in enumerate(body.texts) if len(text) > MAX_TEXT_CHARS]
     if too_long:
         raise ValidationFailed(
             f"texts {too_long[:10]} are longer than {MAX_TEXT_CHARS} characters")
     vectors = await request.app.state.batcher.encode(body.texts)
-    return EncodeResponse(model=encoder.name, dim=encoder.dim, vectors=vectors.tolist())
+    # floats from the model: serialised once by pydantic's core, without a validation pass
+    answer = EncodeResponse.model_construct(model=encoder.name, dim=encoder.dim,
+                                            vectors=vectors.tolist())
+    return Response(answer.model_dump_json(), media_type="application/json")

@@ -39,6 +39,7 @@ from shared.db import ImageRecord
 from shared.db.fulltext import match_captions
 from shared.db.models import aware
 from shared.db.queries import chunked, latest_caption, load_vectors
+from shared.db.session import read_once_more
 from shared.errors import ValidationFailed
 from shared.schemas import SearchHit, SearchResult, SearchResults
 
@@ -158,7 +159,7 @@ class Candidates:
 def _gather(session_factory: sessionmaker[Session], *, query: SearchQuery,
             vector_ids: list[int], query_vector: NDArray[np.float32], text_depth: int,
             model: str) -> Candidates:
-    with session_factory() as session:
+    def read(session: Session) -> Candidates:
         text_ranking = match_captions(session, query.q, text_depth) if query.hybrid else []
         known = set(vector_ids)
         text_only = [i for i in text_ranking if i not in known]
@@ -166,7 +167,9 @@ def _gather(session_factory: sessionmaker[Session], *, query: SearchQuery,
         text_scores = {i: float(np.dot(query_vector, v)) for i, v in vectors.items()
                        if v.shape == query_vector.shape}
         details = load_details(session, vector_ids + list(text_scores), query.filters)
-    return Candidates(details=details, text_ranking=text_ranking, text_scores=text_scores)
+        return Candidates(details=details, text_ranking=text_ranking, text_scores=text_scores)
+
+    return read_once_more(session_factory, read)
 
 
 # ---- ranking and paging ------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from services.gateway.search import ImageDetails, Ranked, as_result, load_detail
 from shared.clients import IndexClient
 from shared.db import ImageRecord
 from shared.db.queries import load_vectors
+from shared.db.session import read_once_more
 from shared.errors import Conflict, NotFound
 from shared.schemas import SimilarResults
 
@@ -72,8 +73,8 @@ async def find_similar(*, example: Example, k: int, min_score: float, nprobe: in
     ranked = ranked[:k]
 
     def _details() -> dict[int, ImageDetails]:
-        with session_factory() as session:
-            return load_details(session, [hit.image_id for hit in ranked], ImageFilters())
+        return read_once_more(session_factory, lambda session: load_details(
+            session, [hit.image_id for hit in ranked], ImageFilters()))
 
     details = await anyio.to_thread.run_sync(_details)
     results = [as_result(hit, details[hit.image_id]) for hit in ranked

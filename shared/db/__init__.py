@@ -13,7 +13,13 @@ from shared.db.models import (
     IndexVersion,
     Membership,
 )
-from shared.db.session import make_engine, make_session_factory
+from shared.db.session import (
+    make_engine,
+    make_read_engine,
+    make_read_session_factory,
+    make_session_factory,
+    read_once_more,
+)
 
 __all__ = [
     "ApiKey",
@@ -29,5 +35,8 @@ __all__ = [
     "IndexVersion",
     "Membership",
     "make_engine",
+    "make_read_engine",
+    "make_read_session_factory",
     "make_session_factory",
+    "read_once_more",
 ]

@@ -31,7 +31,10 @@ def test_ingest_bench_reports_throughput_and_stages(tmp_path: Path, data_root: P
     for src in sorted((data_root / "coco-mini-val" / "images").glob("*.jpg"))[:8]:
         (images / src.name).symlink_to(src)
     result = run_bench("bench/ingest_bench.py", "--images", str(images))
-    assert set(result) == {"images", "seconds", "img_per_s", "peak_rss_mb", "stages"}
+    assert set(result) == {"images", "seconds", "img_per_s", "peak_rss_mb", "stages", "machine",
+                           "cpu_s"}
+    machine = result["machine"]
+    assert isinstance(machine, dict) and machine["cpu"] and isinstance(machine["flags"], list)
     assert result["images"] == 8
     stages = result["stages"]
     assert isinstance(stages, dict) and stages["caption"] > 0 and stages["encode"] > 0
@@ -40,7 +43,8 @@ def test_ingest_bench_reports_throughput_and_stages(tmp_path: Path, data_root: P
 def test_query_bench_reports_latency_percentiles(data_root: Path) -> None:
     result = run_bench("bench/query_bench.py", "--n", "500", "--base", "50",
                        "--queries", "40", "--concurrency", "4")
-    assert set(result) == {"n", "concurrency", "p50_ms", "p95_ms", "p99_ms", "qps", "errors"}
+    assert set(result) == {"n", "concurrency", "p50_ms", "p95_ms", "p99_ms", "qps", "errors",
+                           "machine"}
     assert result["errors"] == 0
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["p99_ms"]
 

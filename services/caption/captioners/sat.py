@@ -9,11 +9,11 @@ weights; the captioner then runs its own backbone instead of the shared one.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from services.caption.captioners.backbone import (
-    CROP_SIZE,
     BackboneOutput,
     EfficientNetBackbone,
     backbone_options,
@@ -35,16 +35,15 @@ class SatCaptioner(BackboneCaptioner):
 
     def __init__(self, checkpoint: Path | str | None = None, *, batch_size: int = 16,
                  beam_width: int = 3, length_penalty: float = 0.0,
-                 backbone: EfficientNetBackbone | None = None, device: str = "auto",
-                 image_size: int = CROP_SIZE, streams: int | None = None,
-                 precision: str = "fp32") -> None:
+                 backbone: EfficientNetBackbone | None = None,
+                 **options: Any) -> None:
         super().__init__(batch_size=batch_size)
         self.checkpoint_path = (Path(checkpoint) if checkpoint is not None
                                 else default_model_path(DEFAULT_CHECKPOINT))
         self.beam_width = beam_width
         self.length_penalty = length_penalty
         self.backbone = (backbone if backbone is not None
-                         else shared_backbone(device, image_size, streams, precision))
+                         else shared_backbone(**options))
         self.version = "sat/unloaded"
         self._sat: SatCheckpoint | None = None
 
@@ -60,11 +59,15 @@ class SatCaptioner(BackboneCaptioner):
                                     "default models with `capsearch build-models`")
         sat = load_checkpoint(self.checkpoint_path, map_location="cpu")
         if sat.encoder_state is not None:  # its own fine-tuned CNN
-            backbone = EfficientNetBackbone(device=str(self.backbone.device),
-                                            image_size=self.backbone.image_size,
-                                            short_side=self.backbone.short_side,
-                                            streams=self.backbone.streams,
-                                            precision=self.backbone.precision)
+            shared = self.backbone
+            backbone = EfficientNetBackbone(shared.weights_path, model=shared.variant_key,
+                                            device=str(shared.device),
+                                            image_size=shared.image_size,
+                                            short_side=shared.short_side, resize=shared.resize,
+                                            streams=shared.streams, runtime=shared.runtime,
+                                            precision=shared.precision,
+                                            cache_dir=shared.cache_dir,
+                                            calibration_dir=shared.calibration_dir)
             backbone.load()
             backbone.module.load_state_dict(sat.encoder_state)
             self.backbone = backbone

@@ -11,6 +11,7 @@ coarse kind ("dog", "bird", ...) of the fine-grained animal classes ImageNet spl
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -57,19 +58,20 @@ def join_nouns(nouns: Sequence[str]) -> str:
 
 @register_captioner("tags")
 class TagsCaptioner(BackboneCaptioner):
-    """Captions from the EfficientNet-Lite0 ImageNet labels (one CNN pass per batch)."""
+    """Captions from the EfficientNet-Lite ImageNet labels (one CNN pass per batch)."""
 
     def __init__(self, *, batch_size: int = 16, top_k: int = 5, min_prob: float = 0.02,
-                 backbone: EfficientNetBackbone | None = None, device: str = "auto",
-                 image_size: int = CROP_SIZE, streams: int | None = None,
-                 precision: str = "fp32") -> None:
+                 backbone: EfficientNetBackbone | None = None,
+                 **options: Any) -> None:
         super().__init__(batch_size=batch_size)
         self.top_k = top_k
         self.min_prob = min_prob
         self.backbone = (backbone if backbone is not None
-                         else shared_backbone(device, image_size, streams, precision))
-        size = "" if self.backbone.image_size == CROP_SIZE else f"-{self.backbone.image_size}px"
-        self.version = f"efficientnet-lite0{size}/top{top_k}-p{min_prob:g}/v1"
+                         else shared_backbone(**options))
+        cnn = self.backbone
+        size = "" if cnn.image_size == CROP_SIZE else f"-{cnn.image_size}px"
+        squash = "-squash" if cnn.resize == "squash" else ""
+        self.version = f"{cnn.name}{size}{squash}/top{top_k}-p{min_prob:g}/v1"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TagsCaptioner:

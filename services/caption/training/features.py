@@ -25,7 +25,6 @@ from tqdm import tqdm
 
 from services.caption.captioners.backbone import (
     MEAN,
-    MODEL_NAME,
     STD,
     EfficientNetBackbone,
 )
@@ -105,9 +104,12 @@ class FeatureSet:
 def cache_key(paths: Sequence[Path], views: Sequence[str],
               backbone: EfficientNetBackbone) -> str:
     files = [(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
-    parts = [CACHE_VERSION, MODEL_NAME, backbone.image_size, backbone.short_side, GEM_P,
+    parts = [CACHE_VERSION, backbone.name, backbone.image_size, backbone.short_side, GEM_P,
              list(views), CACHED_MAP_VIEWS, files]
-    if backbone.precision != "fp32":  # fp32 keys stay what they were before precisions
+    # keys of Lite0, cropped, fp32 stay what they were before these settings
+    if backbone.resize != "crop":
+        parts.append(backbone.resize)
+    if backbone.precision != "fp32":
         parts.append(backbone.precision)
     blob = json.dumps(parts)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]

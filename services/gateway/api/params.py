@@ -16,7 +16,8 @@ MAX_BYTES = 2**62
 ImageId = Annotated[int, Path(ge=1, le=MAX_ID, description="the image's id")]
 
 
-def get_image_filters(
+# async although it awaits nothing: a plain `def` dependency costs a thread-pool hop per request
+async def get_image_filters(
     date_from: Annotated[str | None, Query(max_length=40, description=(
         "uploaded at or after this ISO date or date-time"))] = None,
     date_to: Annotated[str | None, Query(max_length=40, description=(

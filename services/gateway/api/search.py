@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 
 from services.gateway import search
 from services.gateway.api.params import ImageFiltersDep
@@ -17,7 +17,7 @@ from shared.schemas import SearchResults
 router = APIRouter(tags=["search"], responses=ERRORS)
 
 
-def search_query(
+async def search_query(  # async: no thread-pool hop for a pure check
     settings: SettingsDep,
     filters: ImageFiltersDep,
     q: Annotated[str, Query(description="what to look for, in words")],
@@ -43,8 +43,10 @@ def search_query(
 @router.get("/v1/search", response_model=SearchResults,
             dependencies=[requires("search"), SchemaReady])
 async def search_images(query: Annotated[SearchQuery, Depends(search_query)],
-                        context: ContextDep) -> SearchResults:
+                        context: ContextDep) -> Response:
     """Images whose captions best match the text: filtered, by relevance or date, paged."""
-    return await search.search_page(query=query, settings=context.settings,
+    page = await search.search_page(query=query, settings=context.settings,
                                     encoder=context.encoder, index=context.index,
-                                    session_factory=context.session_factory)
+                                    session_factory=context.reads)
+    # built and checked by `search_page` already: serialised once, not validated again
+    return Response(page.model_dump_json(), media_type="application/json")

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.orm import Session
 from starlette.datastructures import UploadFile
 
 from services.gateway import similar
@@ -17,6 +18,7 @@ from services.gateway.core.auth import requires
 from services.gateway.core.body_limit import accepts_body
 from services.gateway.core.context import ContextDep, SchemaReady
 from services.gateway.search import check_k
+from shared.db.session import read_once_more
 from shared.errors import BadRequest, PayloadTooLarge, ValidationFailed
 from shared.schemas import SimilarResults
 
@@ -88,13 +90,12 @@ async def search_similar(request: Request, context: ContextDep,
     body = asked[0] if isinstance(asked, tuple) else asked
     k = check_k(body.k, settings.search_max_k)
 
-    def _example() -> similar.Example:
-        with context.session_factory() as session:
-            if isinstance(asked, tuple):
-                return similar.example_by_bytes(session, asked[1], settings.embedding_model)
-            return similar.example_by_id(session, asked.image_id, settings.embedding_model)
+    def _example(session: Session) -> similar.Example:
+        if isinstance(asked, tuple):
+            return similar.example_by_bytes(session, asked[1], settings.embedding_model)
+        return similar.example_by_id(session, asked.image_id, settings.embedding_model)
 
-    example = await anyio.to_thread.run_sync(_example)
+    example = await anyio.to_thread.run_sync(read_once_more, context.reads, _example)
     return await similar.find_similar(example=example, k=k, min_score=body.min_score,
                                       nprobe=nprobe, index=context.index,
-                                      session_factory=context.session_factory)
+                                      session_factory=context.reads)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -20,7 +21,12 @@ from services.gateway.querycache import CachedTextEncoder, cache_entries
 from shared.celery_app import make_celery
 from shared.clients import EncoderClient, IndexClient, make_encoder_client
 from shared.config import Settings
-from shared.db import make_engine, make_session_factory
+from shared.db import (
+    make_engine,
+    make_read_engine,
+    make_read_session_factory,
+    make_session_factory,
+)
 from shared.queue import CaptionQueue, CeleryCaptionQueue
 from shared.shards import make_index_client
 from shared.storage import BlobStore, make_blob_store
@@ -38,6 +44,13 @@ class GatewayContext:
     queue: CaptionQueue
     # checks the schema once the database answers (None: the caller migrated it already)
     schema: SchemaGate | None = None
+    # sessions of the query path's reads (autocommit on Postgres); None: `session_factory`
+    read_session_factory: sessionmaker[Session] | None = None
+
+    @property
+    def reads(self) -> sessionmaker[Session]:
+        """The session factory for reads that change nothing (search, similar)."""
+        return self.read_session_factory or self.session_factory
 
     @property
     def schema_ready(self) -> bool:
@@ -69,6 +82,7 @@ def build_context(settings: Settings) -> GatewayContext:
         index=make_index_client(settings),  # a fan-out when there are several shards
         queue=CeleryCaptionQueue(make_celery(settings), settings.caption_batch_size),
         schema=SchemaGate(engine),
+        read_session_factory=make_read_session_factory(make_read_engine(settings.sqlalchemy_url)),
     )
 
 
@@ -76,9 +90,10 @@ async def close_context(context: GatewayContext) -> None:
     """Close the HTTP clients and dispose the engine of a context built by `build_context`."""
     await context.encoder.aclose()
     await context.index.aclose()
-    engine = context.session_factory.kw.get("bind")
-    if engine is not None:
-        engine.dispose()
+    for factory in (context.session_factory, context.read_session_factory):
+        engine = factory.kw.get("bind") if factory is not None else None
+        if engine is not None:
+            engine.dispose()
 
 
 async def get_context(request: Request) -> GatewayContext:
@@ -113,11 +128,13 @@ def get_session(context: ContextDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def check_schema(context: ContextDep) -> None:
+async def check_schema(context: ContextDep) -> None:
     """For routes that open sessions themselves (not through SessionDep): the schema must
-    exist first, or the caller gets 503 database_unavailable, not a 500 (blocking: FastAPI
-    runs it in the thread pool)."""
-    context.ensure_schema()
+    be current first, or the caller gets 503 database_unavailable, not a 500. Once it is known
+    to be this is a flag check on the event loop; before that, a blocking check in a thread
+    (a plain `def` dependency would pay the thread hop on every request of the query path)."""
+    if not context.schema_ready:
+        await anyio.to_thread.run_sync(context.ensure_schema)
 
 
 SchemaReady = Depends(check_schema)

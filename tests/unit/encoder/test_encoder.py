@@ -90,51 +90,55 @@ def test_base_class_chunks_by_batch_size() -> None:
     assert vectors[:, 0].tolist() == [4, 1, 7, 2, 3]
 
 
-def test_bf16_precision_stays_close_to_fp32(tiny_bert_dir: Path,
-                                            tiny_encoder: BertTextEncoder) -> None:
-    bf16 = BertTextEncoder(tiny_bert_dir, batch_size=2, max_length=32, device="cpu",
-                           precision="bf16")
-    assert bf16.precision == "bf16"
-    vectors = bf16.encode(TEXTS)
+def test_onnx_runtime_fp32_gives_torch_vectors(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    """The default CPU runtime (ONNX Runtime over a cached, fused export) gives the torch
+    model's vectors within a tight cosine bound, for any batch and padding."""
+    torch_enc = BertTextEncoder(tiny_bert_dir, batch_size=2, max_length=32, device="cpu",
+                                runtime="torch")
+    onnx_enc = BertTextEncoder(tiny_bert_dir, batch_size=3, max_length=32, device="cpu",
+                               cache_dir=tmp_path)
+    assert (onnx_enc.runtime, onnx_enc.precision) == ("onnx", "fp32")
+    reference, vectors = torch_enc.encode(TEXTS), onnx_enc.encode(TEXTS)
     assert vectors.dtype == np.float32
+    assert (vectors * reference).sum(axis=1).min() > 1 - 1e-5
+    (export,) = (tmp_path / "onnx").glob("*.onnx")
+    assert export.name.startswith("tiny-bert-fp32-") or export.name.startswith(
+        "all-MiniLM-L6-v2-fp32-")
+
+
+def test_onnx_runtime_int8_stays_close_and_is_cached_apart(tiny_bert_dir: Path,
+                                                           tmp_path: Path) -> None:
+    fp32 = BertTextEncoder(tiny_bert_dir, name="tiny", device="cpu", cache_dir=tmp_path)
+    int8 = BertTextEncoder(tiny_bert_dir, name="tiny", device="cpu", precision="int8",
+                           cache_dir=tmp_path)
+    vectors = int8.encode(TEXTS)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
-    cosines = (vectors * tiny_encoder.encode(TEXTS)).sum(axis=1)
-    assert cosines.min() > 0.99
-    # every matmul runs on bf16 weights made once at load (no per-call autocast of fp32 weights)
-    import torch
-
-    assert not any(isinstance(m, torch.nn.Linear) for m in bf16._model.modules())
-    linears = [m for m in bf16._model.modules() if type(m).__name__ == "Bf16Linear"]
-    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
-    assert all(p.dtype == torch.float32 for p in bf16._model.parameters())  # norms, embeddings
-    # weights packed for oneDNN (where the op exists) give exactly the plain bf16 results
-    for linear in linears:
-        linear.packed = None
-    np.testing.assert_array_equal(bf16.encode(TEXTS), vectors)
+    assert (vectors * fp32.encode(TEXTS)).sum(axis=1).min() > 0.9
+    names = sorted(p.name.split("-")[1] for p in (tmp_path / "onnx").glob("*.onnx"))
+    assert names == ["fp32", "int8"]
 
 
-def test_precision_is_fp32_by_default_and_auto_picks_by_hardware(tiny_bert_dir: Path) -> None:
-    import torch
-
-    from shared.devices import cpu_has_native_bf16, resolve_cpu_precision
+def test_precision_and_runtime_resolve_once(tiny_bert_dir: Path) -> None:
+    from services.encoder.encoder import AUTO_PRECISION
 
     assert BertTextEncoder(tiny_bert_dir, device="cpu").precision == "fp32"
-    auto = BertTextEncoder(tiny_bert_dir, device="cpu", precision="auto").precision
-    assert auto == ("bf16" if cpu_has_native_bf16() else "fp32")
-    assert resolve_cpu_precision("auto", torch.device("cuda")) == "fp32"
+    auto = BertTextEncoder(tiny_bert_dir, device="cpu", precision="auto")
+    assert (auto.runtime, auto.precision) == ("onnx", AUTO_PRECISION)
+    forced = BertTextEncoder(tiny_bert_dir, device="cpu", runtime="torch", precision="int8")
+    assert (forced.runtime, forced.precision) == ("torch", "fp32")
     with pytest.raises(ValueError, match="precision"):
-        resolve_cpu_precision("int4", torch.device("cpu"))
+        BertTextEncoder(tiny_bert_dir, device="cpu", precision="bf16")  # type: ignore[arg-type]
 
 
-def test_build_text_encoder_takes_the_precision_setting(tiny_bert_dir: Path) -> None:
-    from shared.devices import cpu_has_native_bf16
-
-    settings = Settings(encoder_model_dir=tiny_bert_dir, device="cpu")
-    assert build_text_encoder(settings).precision == ("bf16" if cpu_has_native_bf16()
-                                                      else "fp32")
-    fp32 = settings.model_copy(update={"encoder_precision": "fp32"})
-    assert build_text_encoder(fp32).precision == "fp32"
-    assert build_text_encoder(fp32, precision="bf16").precision == "bf16"
+def test_build_text_encoder_takes_the_runtime_precision_and_thread_settings(
+        tiny_bert_dir: Path) -> None:
+    settings = Settings(encoder_model_dir=tiny_bert_dir, device="cpu", encoder_precision="int8",
+                        encoder_runtime="onnx", torch_threads=3)
+    encoder = build_text_encoder(settings)
+    assert (encoder.runtime, encoder.precision, encoder.threads) == ("onnx", "int8", 3)
+    assert build_text_encoder(settings, precision="fp32", threads=1).threads == 1
+    forced = build_text_encoder(settings.model_copy(update={"encoder_runtime": "torch"}))
+    assert forced.runtime == "torch"
 
 
 def test_streams_split_one_call_into_parallel_batches_in_order() -> None:

@@ -30,8 +30,29 @@ def test_precisions_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
         monkeypatch.delenv(name, raising=False)
     assert (Settings().encoder_precision, Settings().backbone_precision) == ("auto", "auto")
     monkeypatch.setenv("CAPSEARCH_ENCODER_PRECISION", " FP32 ")
-    monkeypatch.setenv("CAPSEARCH_BACKBONE_PRECISION", "bf16")
-    assert (Settings().encoder_precision, Settings().backbone_precision) == ("fp32", "bf16")
+    monkeypatch.setenv("CAPSEARCH_BACKBONE_PRECISION", "int8")
+    assert (Settings().encoder_precision, Settings().backbone_precision) == ("fp32", "int8")
+    monkeypatch.setenv("CAPSEARCH_BACKBONE_PRECISION", "bf16")  # the private-op path is gone
+    with pytest.raises(ValidationError, match="backbone_precision"):
+        Settings()
+    monkeypatch.setenv("CAPSEARCH_BACKBONE_PRECISION", "auto")
     monkeypatch.setenv("CAPSEARCH_ENCODER_PRECISION", "fp8")
     with pytest.raises(ValidationError, match="encoder_precision"):
+        Settings()
+
+
+def test_runtimes_and_backbone_choices_come_from_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings()
+    assert (settings.encoder_runtime, settings.backbone_runtime) == ("auto", "auto")
+    assert (settings.backbone_model, settings.backbone_resize,
+            settings.backbone_image_size) == ("lite0", "crop", 256)
+    monkeypatch.setenv("CAPSEARCH_ENCODER_RUNTIME", "Torch")
+    monkeypatch.setenv("CAPSEARCH_BACKBONE_MODEL", "lite2")
+    monkeypatch.setenv("CAPSEARCH_BACKBONE_RESIZE", "squash")
+    settings = Settings()
+    assert (settings.encoder_runtime, settings.backbone_model,
+            settings.backbone_resize) == ("torch", "lite2", "squash")
+    monkeypatch.setenv("CAPSEARCH_BACKBONE_MODEL", "lite7")
+    with pytest.raises(ValidationError, match="backbone_model"):
         Settings()
