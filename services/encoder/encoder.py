@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import os
 import threading
@@ -126,6 +127,7 @@ class BertTextEncoder(TextEncoder):
         self.precision = resolve_cpu_precision(precision, self.device)
         self._tokenizer: Any = None
         self._model: Any = None
+        self._inputs: frozenset[str] = frozenset()
         # fast tokenizers are not safe to call from several threads at once ("Already borrowed")
         self._tokenize_lock = threading.Lock()
 
@@ -144,6 +146,8 @@ class BertTextEncoder(TextEncoder):
         if self.precision == "bf16":
             _linears_to_bf16(model)
         self._model = model
+        # the tokenizer outputs this architecture names (DistilBERT takes no token_type_ids)
+        self._inputs = frozenset(inspect.signature(model.forward).parameters)
         self.dim = int(model.config.hidden_size)
 
     def _encode(self, batch: list[str]) -> NDArray[np.float32]:
@@ -152,7 +156,7 @@ class BertTextEncoder(TextEncoder):
         with self._tokenize_lock:
             tokens = self._tokenizer(batch, padding=True, truncation=True,
                                      max_length=self.max_length, return_tensors="pt")
-        tokens = {k: v.to(self.device) for k, v in tokens.items()}
+        tokens = {k: v.to(self.device) for k, v in tokens.items() if k in self._inputs}
         with torch.inference_mode():
             hidden = self._model(**tokens).last_hidden_state.float()
             mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
