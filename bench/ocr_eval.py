@@ -87,7 +87,7 @@ def cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def rapid_reader(det_side: int | None, *, threads: int = 1
+def rapid_reader(det_side: int | None, *, probe_side: int | None = None, threads: int = 1
                  ) -> Callable[[Image.Image], list[RawLine] | list[LineReading]]:
     """The shipped engine at a detector size (None: the package's own call and defaults)."""
     if det_side is None:
@@ -103,8 +103,8 @@ def rapid_reader(det_side: int | None, *, threads: int = 1
         return read_package
     # one image at a time on one stream: the figures are per photo (CPU ms is the cost; a
     # worker runs one stream per core side by side)
-    engine = RapidOcrEngine(det_side=det_side, streams=1, threads=threads,
-                            rule=NoiseRule(0.0, 0))
+    engine = RapidOcrEngine(probe_side=probe_side, det_side=det_side, streams=1,
+                            threads=threads, rule=NoiseRule(0.0, 0))
     return engine.readings
 
 
@@ -128,6 +128,7 @@ def tesseract_reader(psm: int) -> Callable[[Image.Image], list[RawLine]]:
 
 
 ENGINES: dict[str, Callable[[], Callable[[Image.Image], Any]]] = {
+    "rapid-640+960": lambda: rapid_reader(960, probe_side=640),  # the shipped default
     "rapid-960": lambda: rapid_reader(960),
     "rapid-640": lambda: rapid_reader(640),
     "rapid-480": lambda: rapid_reader(480),

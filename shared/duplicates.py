@@ -1,39 +1,39 @@
-"""Near-duplicate photos: one vector per photo, LSH band keys, cosine confirmation, groups.
+"""Near-duplicate photos: one vector per photo, nearest-neighbour candidates, cosine, groups.
 
-The same photo resized, re-encoded, lightly cropped or colour-edited keeps nearly the same CNN
-features; a different photo of the same kind of scene does not (its caption vector may: that
-is why the text-space vector is not used; bench/duplicates_eval.py measures both). The
-pieces, all numpy, no database or web imports (the integration stores keys and groups):
+The same photo resized, re-encoded, lightly cropped or colour-edited keeps nearly the same
+pooled CNN features; a different photo of the same kind of scene does not (its caption or
+text-space vector may: those separate edits from other photos far worse,
+bench/duplicates_eval.py). The pieces, all numpy, no database, web or service imports (the
+integration stores vectors, pairs and groups, and asks the search service for neighbours):
 
-- `DuplicateSpace`: GeM-pooled CNN features → centred, PCA-reduced, unit vectors in which a
-  cosine of at least `threshold` means "the same photo";
-- `BandHasher`: random-hyperplane (SimHash) bits of such a vector cut into `bands` keys of
-  `bits` bits. Two photos at cosine s share a given band with probability
-  (1 - arccos(s)/pi)^bits, so duplicates (s >= ~0.9) almost always share one of the bands and
-  unrelated photos (s ~ 0) almost never: a photo's candidates are the photos with an equal
-  key in any band (an indexed `(band, key)` lookup), never all pairs;
-- `candidate_pairs`: the same lookup for a whole collection at once (sort per band);
-- `confirm`: the candidates that really are at cosine >= threshold;
+- `DuplicateSpace`: GeM-pooled CNN features → unit vectors in which a cosine of at least
+  `DEFAULT_THRESHOLD` means "the same photo" (optionally reduced, keeping the mean
+  direction, for a smaller index);
+- candidates are a photo's k nearest neighbours from an IVF index over those vectors (the
+  search service's machinery: an upload's copy is among its original's 8 nearest at nprobe
+  2 in every measured case), never all pairs; random-hyperplane band keys were measured and
+  need thousands of candidates per photo at 1M photos for the same recall;
+- `pairs_from_neighbours` / `confirm` / `matches`: the candidates at cosine >= threshold;
 - `DuplicateGroups`: single-link groups of confirmed pairs (union-find), added to one pair at
   a time, so a new upload joins or merges groups without a recomputation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
 
 import numpy as np
 from numpy.typing import NDArray
 
 Matrix = NDArray[np.float32]
 
-# cosine in the duplicate space at or above which two photos are "the same" (chosen on
-# bench/duplicates_eval.py's generated pairs; docs/quality.md)
-DEFAULT_THRESHOLD = 0.85
-DEFAULT_BANDS = 16
-DEFAULT_BITS = 16
+# cosine of GeM features at or above which two photos are "the same": the lowest at which at
+# most 1 of the 216,811 distinct-photo pairs of flickr8k-dev + coco-mini-val passes, while
+# 99.6 % of lightly edited copies do (bench/duplicates_eval.py; docs/quality.md)
+DEFAULT_THRESHOLD = 0.775
+# neighbours asked per photo: an edited copy was always among its original's 8 nearest
+DEFAULT_NEIGHBOURS = 8
 
 
 def unit_rows(x: NDArray[np.floating]) -> Matrix:
@@ -47,20 +47,31 @@ def unit_rows(x: NDArray[np.floating]) -> Matrix:
 class DuplicateSpace:
     """Where duplicates are compared: x ↦ unit((unit(x) − mean) · components^T).
 
-    Centring matters: pooled ReLU features are all positive, so raw vectors of unrelated
-    photos already sit at cosine ~0.6-0.8; centred and reduced they sit near 0, which is what
-    makes a threshold and random hyperplanes discriminate."""
+    `fit(..., centre=False)` keeps the mean direction as the first axis and does not subtract
+    it: pooled ReLU features of all photos share a large common part, and dropping it (the
+    usual PCA) measured worse at telling edited copies from other photos
+    (bench/duplicates_eval.py), so the reduction only drops the weakest directions."""
 
-    mean: Matrix  # (F,)
+    mean: Matrix  # (F,), zeros when the space is not centred
     components: Matrix  # (D, F), orthonormal rows
 
     @classmethod
-    def fit(cls, features: NDArray[np.floating], dim: int = 128) -> DuplicateSpace:
-        """PCA of unit-length features (photos unrelated to the ones later compared)."""
+    def fit(cls, features: NDArray[np.floating], dim: int = 256, *, centre: bool = False
+            ) -> DuplicateSpace:
+        """Axes from unit-length features of photos unrelated to the ones later compared."""
         x = unit_rows(features)
         mean = x.mean(axis=0)
         _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
-        return cls(mean.astype(np.float32), vt[:dim].astype(np.float32))
+        if centre:
+            return cls(mean.astype(np.float32), vt[:dim].astype(np.float32))
+        basis, _ = np.linalg.qr(np.vstack([mean, vt[:dim - 1]]).T)  # mean direction first
+        basis = basis.T * np.where(basis.T @ mean < 0, -1.0, 1.0)[:, None]  # QR's signs
+        return cls(np.zeros_like(mean, dtype=np.float32), basis.astype(np.float32))
+
+    @classmethod
+    def identity(cls, dim: int) -> DuplicateSpace:
+        """The features as they are (unit length), no reduction."""
+        return cls(np.zeros(dim, dtype=np.float32), np.eye(dim, dtype=np.float32))
 
     @property
     def dim(self) -> int:
@@ -71,60 +82,19 @@ class DuplicateSpace:
         return unit_rows((unit_rows(features) - self.mean) @ self.components.T)
 
 
-@dataclass(frozen=True)
-class BandHasher:
-    """`bands` keys of `bits` random-hyperplane sign bits each, from a fixed seed (keys stay
-    valid across processes and releases while dim, bands, bits and seed do)."""
-
-    dim: int
-    bands: int = DEFAULT_BANDS
-    bits: int = DEFAULT_BITS
-    seed: int = 19
-
-    def __post_init__(self) -> None:
-        if not (1 <= self.bits <= 62 and self.bands >= 1 and self.dim >= 1):
-            raise ValueError("need dim >= 1, bands >= 1 and 1 <= bits <= 62")
-
-    @cached_property
-    def planes(self) -> Matrix:
-        rng = np.random.default_rng(self.seed)
-        return rng.standard_normal((self.dim, self.bands * self.bits)).astype(np.float32)
-
-    def keys(self, vectors: NDArray[np.floating]) -> NDArray[np.int64]:
-        """(N, dim) → (N, bands) keys in [0, 2^bits): key b of a row is its bits of band b."""
-        signs = (np.asarray(vectors, dtype=np.float32) @ self.planes) > 0
-        signs = signs.reshape(len(signs), self.bands, self.bits)
-        weights = np.left_shift(np.int64(1), np.arange(self.bits, dtype=np.int64))
-        return (signs.astype(np.int64) * weights).sum(axis=2)
-
-    def candidate_probability(self, cosine: float) -> float:
-        """Chance that two vectors at `cosine` share at least one band key."""
-        p = 1.0 - np.arccos(np.clip(cosine, -1.0, 1.0)) / np.pi
-        return float(1.0 - (1.0 - p ** self.bits) ** self.bands)
-
-
-def candidate_pairs(keys: NDArray[np.int64], *, max_bucket: int = 1000
-                    ) -> NDArray[np.int64]:
-    """Row pairs (i < j), unique, that share a key in at least one band: (P, 2).
-
-    Buckets larger than `max_bucket` (a degenerate key shared by very many photos, e.g.
-    blank frames) are skipped rather than expanded into all their pairs; their photos still
-    meet through the other bands."""
-    found: list[NDArray[np.int64]] = []
-    for band in keys.T:
-        order = np.argsort(band, kind="stable")
-        sorted_keys = band[order]
-        starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-        sizes = np.diff(np.r_[starts, len(band)])
-        for start, size in zip(starts[sizes > 1], sizes[sizes > 1], strict=True):
-            if size > max_bucket:
+def pairs_from_neighbours(ids: Sequence[int], neighbour_ids: NDArray[np.int64],
+                          scores: NDArray[np.floating], threshold: float
+                          ) -> list[tuple[int, int, float]]:
+    """Confirmed pairs (a < b) from k-nearest-neighbour results: row i of `neighbour_ids` /
+    `scores` (−1 / −inf pad) are the neighbours of `ids[i]` (itself included or not)."""
+    found: dict[tuple[int, int], float] = {}
+    for image_id, row_ids, row_scores in zip(ids, neighbour_ids, scores, strict=True):
+        for other, score in zip(row_ids.tolist(), row_scores.tolist(), strict=True):
+            if other < 0 or other == image_id or score < threshold:
                 continue
-            rows = np.sort(order[start:start + size])
-            i, j = np.triu_indices(size, k=1)
-            found.append(np.stack([rows[i], rows[j]], axis=1))
-    if not found:
-        return np.zeros((0, 2), dtype=np.int64)
-    return np.unique(np.concatenate(found), axis=0)
+            key = (min(image_id, other), max(image_id, other))
+            found[key] = max(score, found.get(key, -1.0))
+    return [(a, b, s) for (a, b), s in sorted(found.items())]
 
 
 def confirm(pairs: NDArray[np.int64], vectors: NDArray[np.floating], threshold: float
@@ -212,11 +182,16 @@ class DuplicateGroups:
         return node
 
 
-def group_collection(ids: Sequence[int], vectors: NDArray[np.floating], hasher: BandHasher,
-                     threshold: float = DEFAULT_THRESHOLD) -> list[DuplicateGroup]:
-    """Every duplicate group of a whole collection from scratch (the batch path)."""
-    pairs, scores = confirm(candidate_pairs(hasher.keys(vectors)), vectors, threshold)
+Neighbours = Callable[[Matrix, int], tuple[NDArray[np.int64], NDArray[np.floating]]]
+
+
+def group_collection(ids: Sequence[int], vectors: NDArray[np.floating], neighbours: Neighbours,
+                     *, threshold: float = DEFAULT_THRESHOLD, k: int = DEFAULT_NEIGHBOURS
+                     ) -> list[DuplicateGroup]:
+    """Every duplicate group of a whole collection from scratch (the batch path):
+    `neighbours(vectors, k)` gives each row's k nearest as (ids, scores), e.g. an IVF
+    index's `search_batch` over the same ids."""
+    found_ids, found_scores = neighbours(np.asarray(vectors, dtype=np.float32), k + 1)
     groups = DuplicateGroups()
-    groups.add_all((int(ids[i]), int(ids[j]), float(s))
-                   for (i, j), s in zip(pairs, scores, strict=True))
+    groups.add_all(pairs_from_neighbours(ids, found_ids, found_scores, threshold))
     return groups.groups()

@@ -156,3 +156,21 @@ def test_loads_offline_from_the_wheel_and_prints_nothing(capfd: pytest.CaptureFi
     engine.close()
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+@pytest.mark.slow
+def test_only_a_photo_with_text_gets_the_finer_detection_pass(
+        rapid: RapidOcrEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    sides: list[int] = []
+    detect = rapid._detect
+
+    def counted(engine: object, image: Image.Image, side: int) -> object:
+        sides.append(side)
+        return detect(engine, image, side)
+
+    monkeypatch.setattr(rapid, "_detect", counted)
+    rapid.read([Image.linear_gradient("L").convert("RGB").resize((1920, 1440))])
+    assert sides == [rapid.probe_side]
+    sides.clear()
+    rapid.read([_sign().resize((1920, 1440), Image.Resampling.BICUBIC)])
+    assert sides == [rapid.probe_side, rapid.det_side]

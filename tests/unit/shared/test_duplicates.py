@@ -6,14 +6,13 @@ import numpy as np
 import pytest
 
 from shared.duplicates import (
-    BandHasher,
     DuplicateGroup,
     DuplicateGroups,
     DuplicateSpace,
-    candidate_pairs,
     confirm,
     group_collection,
     matches,
+    pairs_from_neighbours,
     unit_rows,
 )
 
@@ -26,10 +25,10 @@ def _near(v: np.ndarray, cosine: float, rng: np.random.Generator) -> np.ndarray:
     return (cosine * v + np.sqrt(1 - cosine ** 2) * noise).astype(np.float32)
 
 
-def test_space_centres_and_reduces_to_unit_vectors() -> None:
+def test_a_centred_space_spreads_all_positive_features_out() -> None:
     rng = np.random.default_rng(0)
     features = np.abs(rng.standard_normal((300, 40))).astype(np.float32) + 1.0
-    space = DuplicateSpace.fit(features, dim=8)
+    space = DuplicateSpace.fit(features, dim=8, centre=True)
     projected = space.project(features)
     assert projected.shape == (300, 8)
     assert np.allclose(np.linalg.norm(projected, axis=1), 1.0, atol=1e-5)
@@ -39,46 +38,27 @@ def test_space_centres_and_reduces_to_unit_vectors() -> None:
     assert abs((projected @ projected.T).mean()) < 0.1
 
 
-def test_band_keys_are_stable_and_in_range() -> None:
+def test_the_default_space_keeps_the_mean_direction_and_reduces() -> None:
     rng = np.random.default_rng(1)
-    v = unit_rows(rng.standard_normal((5, 16)))
-    a, b = BandHasher(16, bands=4, bits=10), BandHasher(16, bands=4, bits=10)
-    keys = a.keys(v)
-    assert keys.shape == (5, 4) and keys.dtype == np.int64
-    assert np.array_equal(keys, b.keys(v))  # same seed → same planes in any process
-    assert keys.min() >= 0 and keys.max() < 2 ** 10
-    assert not np.array_equal(keys, BandHasher(16, bands=4, bits=10, seed=2).keys(v))
+    features = np.abs(rng.standard_normal((300, 40))).astype(np.float32) + 1.0
+    space = DuplicateSpace.fit(features, dim=8)
+    projected = space.project(features)
+    assert projected.shape == (300, 8)
+    np.testing.assert_allclose(space.components @ space.components.T, np.eye(8), atol=1e-5)
+    # the first axis is the features' mean direction: every photo has a large share of it
+    assert (projected[:, 0] > 0.9).all()
 
 
-def test_band_hasher_refuses_keys_wider_than_an_int64() -> None:
-    with pytest.raises(ValueError):
-        BandHasher(8, bits=63)
+def test_identity_space_is_unit_length_features() -> None:
+    x = np.array([[3.0, 4.0], [0.0, 2.0]], dtype=np.float32)
+    np.testing.assert_allclose(DuplicateSpace.identity(2).project(x), [[0.6, 0.8], [0.0, 1.0]])
 
 
-def test_candidate_probability_follows_the_angle() -> None:
-    hasher = BandHasher(64, bands=16, bits=16)
-    assert hasher.candidate_probability(1.0) == pytest.approx(1.0)
-    assert hasher.candidate_probability(0.98) > 0.99
-    assert 0.9 < hasher.candidate_probability(0.95) < 0.99
-    assert hasher.candidate_probability(0.0) < 0.01
-
-
-def test_near_copies_meet_as_candidates_and_unrelated_vectors_mostly_do_not() -> None:
-    rng = np.random.default_rng(2)
-    base = unit_rows(rng.standard_normal((400, 64)))
-    copies = np.stack([_near(v, 0.98, rng) for v in base])
-    hasher = BandHasher(64, bands=16, bits=16)
-    met = (hasher.keys(copies) == hasher.keys(base)).any(axis=1).mean()
-    assert met > 0.98
-    collisions = len(candidate_pairs(hasher.keys(base)))
-    assert collisions < 0.001 * 400 * 399 / 2
-
-
-def test_candidate_pairs_lists_each_sharing_pair_once_and_skips_huge_buckets() -> None:
-    keys = np.array([[1, 7], [1, 7], [2, 7], [3, 9]], dtype=np.int64)
-    assert candidate_pairs(keys).tolist() == [[0, 1], [0, 2], [1, 2]]
-    assert candidate_pairs(keys, max_bucket=2).tolist() == [[0, 1]]
-    assert candidate_pairs(np.zeros((0, 2), dtype=np.int64)).shape == (0, 2)
+def test_pairs_from_neighbours_confirms_each_pair_once_above_the_threshold() -> None:
+    ids = [10, 11, 12]
+    neighbour_ids = np.array([[10, 11, 12], [11, 10, -1], [12, 10, 11]])
+    scores = np.array([[1.0, 0.9, 0.5], [1.0, 0.9, -np.inf], [1.0, 0.5, 0.4]])
+    assert pairs_from_neighbours(ids, neighbour_ids, scores, 0.8) == [(10, 11, 0.9)]
 
 
 def test_confirm_and_matches_keep_only_pairs_at_the_threshold() -> None:
@@ -113,7 +93,14 @@ def test_removing_an_image_splits_its_group_from_the_pairs_left() -> None:
 def test_group_collection_finds_the_planted_copies_only() -> None:
     rng = np.random.default_rng(4)
     base = unit_rows(rng.standard_normal((300, 64)))
-    vectors = np.vstack([base, _near(base[5], 0.97, rng), _near(base[42], 0.93, rng)])
-    ids = list(range(1000, 1000 + len(vectors)))
-    found = group_collection(ids, vectors, BandHasher(64), threshold=0.85)
-    assert [g.ids for g in found] == [(1005, 1300), (1042, 1301)]
+    vectors = np.vstack([base, _near(base[5], 0.97, rng), _near(base[42], 0.93, rng),
+                         _near(base[42], 0.9, rng)])
+    ids = np.arange(1000, 1000 + len(vectors))
+
+    def exact(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores = queries @ vectors.T
+        top = np.argsort(-scores, axis=1)[:, :k]
+        return ids[top], np.take_along_axis(scores, top, axis=1)
+
+    found = group_collection(ids.tolist(), vectors, exact, threshold=0.85)
+    assert [g.ids for g in found] == [(1042, 1301, 1302), (1005, 1300)]
