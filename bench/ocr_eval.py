@@ -10,6 +10,8 @@ once with no noise rule; the rules are then scored on the stored lines:
 - `joined`: also counts a read word that is two or three consecutive painted words run
   together ("kingscross"): what a query matches when search also tries adjacent query words
   joined (the integration note says how);
+- `in-photos` sums signs, banners and overlays, `painted` every painted kind but the
+  large copies (pages hold most of its words);
 - words read in `plain` photos count as false in precision (some of those photos do hold a
   little real text, so this is a bound);
 - ms per photo, wall and CPU (this process plus its children: tesseract runs as a process),
@@ -200,6 +202,9 @@ def score(photos: list[TextPhoto], run: EngineRun, rule: NoiseRule) -> dict[str,
         if kind != "plain" and not kind.endswith("-large"):  # each painted image once
             painted.update(t)
     tallies["painted"] = painted
+    # words in photos (signs, banners, overlays): pages would otherwise outweigh them
+    tallies["in-photos"] = sum((tallies.get(k, Counter()) for k in ("sign", "banner", "overlay")),
+                               Counter())
     out: dict[str, dict] = {}
     plain = tallies.get("plain", Counter())
     for kind, t in tallies.items():
@@ -240,7 +245,7 @@ def table(label: str, scores: dict[str, dict]) -> None:
     print(f"{'kind':<11} {'n':>3} {'recall':>7} {'prec':>6} {'R join':>7} {'P join':>7} "
           f"{'P+plain':>8} {'words/img':>9} {'any text':>8} {'wall ms':>8} {'cpu ms':>7}")
     for kind in ("sign", "banner", "overlay", "document", "screenshot", "sign-large",
-                 "painted", "plain", "plain-large"):
+                 "in-photos", "painted", "plain", "plain-large"):
         s = scores.get(kind)
         if s is None:
             continue
