@@ -4,7 +4,7 @@ The models (detector 4.7 MB, recogniser 10.9 MB, 180° classifier 0.6 MB) ship i
 `rapidocr-onnxruntime` wheel and run on ONNX Runtime; nothing is downloaded. Chosen over
 Debian's tesseract by `bench/ocr_eval.py` (docs/quality.md, "Text in photos").
 
-A photo is read in two steps so that one without text costs one small network pass:
+A photo is read in up to three steps, so that one without text costs one small pass:
 
 1. **Probe** with the detector on a copy whose long side is at most `probe_side` px (never
    upscaled: the package's own default scales the *short* side up to 736 px and leaves a
