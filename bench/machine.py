@@ -1,5 +1,6 @@
 """What every bench prints beside its figures: the CPU model, the flags that decide which
-kernels run (AVX2, AVX-512, VNNI, bf16, AMX), the usable cores and the load at that moment."""
+kernels run (AVX2, AVX-512, VNNI, bf16, AMX), the usable cores and the load at that moment
+(the project's machines are shared)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ import os
 import platform
 from pathlib import Path
 
-# the flags of /proc/cpuinfo that change which inference kernels a CPU runs
-KERNEL_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16",
-                "avx512_fp16", "amx_bf16", "amx_int8")
+# the flags of /proc/cpuinfo that change which inference kernels a CPU runs (ONNX Runtime,
+# oneDNN, numpy)
+KERNEL_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni",
+                "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
 
 
 def describe_machine() -> dict[str, object]:
@@ -41,3 +43,11 @@ def machine_line() -> str:
     m = describe_machine()
     return (f"# machine: {m['cpu']}, {m['cores']} cores, flags {' '.join(m['flags']) or '-'}"
             f", load {m['load']}")
+
+
+def describe() -> str:
+    """A few words for a figure's heading: `CPU model (flags), N usable cores, load L`."""
+    m = describe_machine()
+    flags = " ".join(m["flags"]) or "no listed SIMD flags"  # type: ignore[arg-type]
+    load = m["load"][0] if m["load"] else None  # type: ignore[index]
+    return f"{m['cpu']} ({flags}), {m['cores']} usable cores, load {load}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import inspect
 import os
 import threading
 import time
@@ -118,7 +118,8 @@ class BertTextEncoder(TextEncoder):
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._tokenizer: Any = None
         self._model: Any = None  # an ORT session or the torch model
-        self._inputs: tuple[str, ...] = ()
+        # the inputs the model names (DistilBERT takes no token_type_ids)
+        self._inputs: frozenset[str] = frozenset()
         # fast tokenizers are not safe to call from several threads at once ("Already borrowed")
         self._tokenize_lock = threading.Lock()
 
@@ -128,7 +129,7 @@ class BertTextEncoder(TextEncoder):
 
     def _load(self) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"  # belt and braces: a local directory never needs the hub
-        from transformers import AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # a per-tensor progress bar is noise in service logs
@@ -136,20 +137,23 @@ class BertTextEncoder(TextEncoder):
         if not (self.model_dir / "config.json").is_file():
             raise FileNotFoundError(f"no model checkpoint (config.json) in {self.model_dir}")
         self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir, local_files_only=True)
-        config = json.loads((self.model_dir / "config.json").read_text())
-        self.dim = int(config["hidden_size"])
+        # through transformers' config: DistilBERT's config.json names the width `dim`
+        self.dim = int(AutoConfig.from_pretrained(self.model_dir,
+                                                  local_files_only=True).hidden_size)
         if self.runtime == "onnx":
             from shared.config import get_settings
 
             path = export_encoder(self.model_dir, name=self.name, precision=self.precision,
                                   cache_dir=self.cache_dir or get_settings().cache_dir)
             self._model = make_session(path, self.threads)
-            self._inputs = tuple(i.name for i in self._model.get_inputs())
+            self._inputs = frozenset(i.name for i in self._model.get_inputs())
             return
         from transformers import AutoModel
 
         model = AutoModel.from_pretrained(self.model_dir, local_files_only=True)
         self._model = model.to(self.device).eval()
+        # the tokenizer outputs this architecture names (DistilBERT takes no token_type_ids)
+        self._inputs = frozenset(inspect.signature(model.forward).parameters)
 
     def _close(self) -> None:
         self._model = self._tokenizer = None
@@ -160,12 +164,15 @@ class BertTextEncoder(TextEncoder):
             tokens = self._tokenizer(batch, padding=True, truncation=True,
                                      max_length=self.max_length, return_tensors=tensors)
         if self.runtime == "onnx":
-            feeds = {k: np.asarray(tokens[k], dtype=np.int64) for k in self._inputs}
+            feeds = {k: np.asarray(tokens[k], dtype=np.int64) for k in self._inputs if k in tokens}
+            if "token_type_ids" in self._inputs and "token_type_ids" not in feeds:
+                # a tokenizer that gives no segment ids (XLM-R's): the model's default, all 0
+                feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
             hidden = self._model.run(None, feeds)[0]
             return mean_pool(hidden, feeds["attention_mask"])
         import torch
 
-        tokens = {k: v.to(self.device) for k, v in tokens.items()}
+        tokens = {k: v.to(self.device) for k, v in tokens.items() if k in self._inputs}
         with torch.inference_mode():
             hidden = self._model(**tokens).last_hidden_state.float().cpu().numpy()
         return mean_pool(hidden, tokens["attention_mask"].cpu().numpy())

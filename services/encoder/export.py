@@ -1,7 +1,7 @@
 """A BERT-family checkpoint as ONNX for ONNX Runtime: exported, fused by ORT's own transformer
 optimizer, and (int8) quantised by ORT's `quantize_dynamic`; each step cached in the cache dir.
 
-The graph takes `input_ids`, `attention_mask` (and `token_type_ids` when the model has them),
+The graph takes `input_ids`, `attention_mask` (and `token_type_ids` when the model takes them),
 batch and sequence dynamic, and gives `last_hidden_state`; pooling and the norm stay in numpy
 (`encoder.py`), the same code for every runtime.
 """
@@ -9,6 +9,7 @@ batch and sequence dynamic, and gives `last_hidden_state`; pooling and the norm 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,9 @@ def _export_raw(model_dir: Path, path: Path) -> None:
     model = AutoModel.from_pretrained(model_dir, local_files_only=True,
                                       attn_implementation="eager").eval()
     names = ["input_ids", "attention_mask"]
-    if getattr(model.config, "type_vocab_size", 0):
+    # segment ids only where the architecture takes them (DistilBERT's forward names none)
+    if getattr(model.config, "type_vocab_size", 0) and "token_type_ids" in inspect.signature(
+            model.forward).parameters:
         names.append("token_type_ids")
 
     class Hidden(torch.nn.Module):
@@ -98,7 +101,9 @@ def _export_raw(model_dir: Path, path: Path) -> None:
         def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
             return self.model(**dict(zip(names, inputs, strict=True))).last_hidden_state
 
-    example = tuple(torch.ones(2, 8, dtype=torch.int64) for _ in names)
+    # segment 0: a model with one segment type (XLM-R's type_vocab_size 1) has no segment 1
+    example = tuple((torch.zeros if n == "token_type_ids" else torch.ones)(2, 8, dtype=torch.int64)
+                    for n in names)
     axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
     onnx_export(Hidden(), example, path, input_names=names,
                 output_names=["last_hidden_state"], dynamic_axes=axes)
