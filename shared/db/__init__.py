@@ -20,6 +20,7 @@ from shared.db.session import (
     make_session_factory,
     read_once_more,
 )
+from shared.db.texts import ImageText
 
 __all__ = [
     "ApiKey",
@@ -30,6 +31,7 @@ __all__ = [
     "EmbeddingKind",
     "ImageRecord",
     "ImageStatus",
+    "ImageText",
     "ImportJob",
     "ImportStatus",
     "IndexVersion",

@@ -20,7 +20,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect
 
-from shared.db.fulltext import FTS_TABLE, POSTGRES_FTS_INDEX
+from shared.db.fulltext import (
+    FTS_TABLE,
+    OCR_FTS_TABLE,
+    POSTGRES_FTS_INDEX,
+    POSTGRES_OCR_FTS_INDEX,
+)
 from shared.errors import SchemaOutOfDate
 
 log = logging.getLogger(__name__)
@@ -63,9 +68,9 @@ def include_name(name: str | None, type_: str, parent_names: object) -> bool:
     """What autogenerate compares: not the full-text objects, which live outside the models
     (an FTS5 table and its shadow tables in SQLite, an expression GIN index in Postgres)."""
     if type_ == "table":
-        return not (name or "").startswith(FTS_TABLE)
+        return not (name or "").startswith((FTS_TABLE, OCR_FTS_TABLE))
     if type_ == "index":
-        return name != POSTGRES_FTS_INDEX
+        return name not in (POSTGRES_FTS_INDEX, POSTGRES_OCR_FTS_INDEX)
     return True
 
 

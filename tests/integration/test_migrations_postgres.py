@@ -66,7 +66,10 @@ def test_head_is_the_models_on_postgres(empty_database: str) -> None:
         assert compare_metadata(context, Base.metadata) == []
         indexes = {r[0] for r in conn.execute(text(
             "SELECT indexname FROM pg_indexes WHERE tablename = 'captions'"))}
+        texts = {r[0] for r in conn.execute(text(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'image_texts'"))}
     assert "ix_captions_text_fts" in indexes  # full-text search, outside the models
+    assert "ix_image_texts_words_fts" in texts  # and of the text read in photos
     engine.dispose()
 
 
@@ -80,6 +83,8 @@ def test_upgrading_from_the_baseline_keeps_every_row(empty_database: str) -> Non
     upgrade(engine)
     assert schema_state(engine).at_head
     assert missing_rows(engine, written) == []
+    with engine.connect() as conn:  # photos from before the OCR stage: waiting, not lost
+        assert conn.execute(text("SELECT count(*) FROM image_texts")).scalar() == 0
     engine.dispose()
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import Column, Engine, MetaData, Table, and_, select
 
-from shared.db.fulltext import FTS_TABLE
+from shared.db.fulltext import FTS_TABLE, OCR_FTS_TABLE
 
 Rows = dict[str, list[dict[str, Any]]]
 ROWS_PER_TABLE = 2
@@ -22,7 +22,7 @@ def _tables(engine: Engine) -> list[Table]:
     metadata = MetaData()
     metadata.reflect(engine)
     return [t for t in metadata.sorted_tables  # parents before children
-            if t.name != "alembic_version" and not t.name.startswith(FTS_TABLE)]
+            if t.name != "alembic_version" and not t.name.startswith((FTS_TABLE, OCR_FTS_TABLE))]
 
 
 def _value(column: Column[Any], n: int, made: Rows) -> Any:

@@ -94,3 +94,38 @@ def test_foreign_keys_are_enforced_again_after_an_upgrade(engine: Engine) -> Non
     upgrade(engine)  # migrations run with them off (batch copies would cascade otherwise)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_revision_0003_adds_photo_texts_and_keeps_every_row(engine: Engine) -> None:
+    from alembic import command
+
+    from shared.db import ImageText
+    from shared.db.fulltext import match_photo_text, photo_text_document
+    from shared.db.migrate import alembic_config
+    from shared.db.session import make_session_factory
+    from shared.db.texts import count_ocr_waiting
+
+    upgrade(engine, "0001")
+    written = fill_every_table(engine)
+    with engine.begin() as conn:  # photos indexed before the OCR stage existed
+        conn.execute(text("UPDATE images SET status = 'indexed'"))
+    for row in written["images"]:
+        row["status"] = "indexed"
+    upgrade(engine, "0003")
+    assert missing_rows(engine, written) == []
+    sessions = make_session_factory(engine)
+    image_id = written["images"][0]["id"]
+    with sessions.begin() as session:
+        assert count_ocr_waiting(session) == len(written["images"])  # read later, not lost
+        session.add(ImageText(image_id=image_id, model="pp-ocrv4", text="EXIT",
+                              confidence=0.9, words=photo_text_document("EXIT")))
+    with sessions() as session:
+        assert match_photo_text(session, "exit", 10) == [image_id]
+
+    with engine.connect() as conn:  # and back: the texts go, every other row stays
+        command.downgrade(alembic_config(conn), "0001")
+        conn.commit()
+    assert missing_rows(engine, written) == []
+    with engine.connect() as conn:
+        names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
+    assert not {n for n in names if n.startswith("image_texts")}
