@@ -70,6 +70,7 @@ def build_embedded(settings: Settings) -> EmbeddedStack:
     """Load the models, open the database and blob folder, start the in-process worker."""
     from services.caption.captioners import build_captioner
     from services.caption.inprocess import InProcessCaptionQueue
+    from services.caption.photo_text import OcrDeps, build_ocr_engine
     from services.caption.pipeline import PipelineDeps
     from services.caption.projection import build_embedder
     from services.encoder.encoder import build_text_encoder
@@ -93,7 +94,11 @@ def build_embedded(settings: Settings) -> EmbeddedStack:
         embedder.load()
     deps = PipelineDeps(settings=settings, session_factory=session_factory, store=store,
                         captioner=captioner, encoder=encoder, index=index, embedder=embedder)
-    queue = InProcessCaptionQueue(deps)
+    # text in photos: loaded on the first photo it reads, after the captions
+    engine = build_ocr_engine(settings, streams=embedded_streams(settings))
+    ocr = (OcrDeps(session_factory=session_factory, store=store, engine=engine)
+           if engine is not None else None)
+    queue = InProcessCaptionQueue(deps, ocr=ocr)
     queue.start()
     log.info("embedded capsearch ready: data in %s, captioner %s", settings.data_dir,
              settings.captioner)

@@ -8,6 +8,9 @@ from shared.config import Settings, get_settings
 
 CAPTION_QUEUE = "caption"
 CAPTION_TASK = "capsearch.caption_images"
+# text in photos: the second, lower-priority stage after a photo is indexed
+OCR_QUEUE = "ocr"
+OCR_TASK = "capsearch.read_texts"
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
@@ -20,13 +23,16 @@ def make_celery(settings: Settings | None = None) -> Celery:
     )
     app.conf.update(
         task_default_queue=CAPTION_QUEUE,
-        task_routes={CAPTION_TASK: {"queue": CAPTION_QUEUE}},
+        task_routes={CAPTION_TASK: {"queue": CAPTION_QUEUE}, OCR_TASK: {"queue": OCR_QUEUE}},
         # a task is acknowledged only when it finished; a killed worker's task is redelivered
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        # must exceed the longest task, or Redis redelivers a task that is still running
-        broker_transport_options={"visibility_timeout": 3600},
+        # must exceed the longest task, or Redis redelivers a task that is still running;
+        # "priority": a worker polls its queues in the order given (`caption,ocr`), so OCR
+        # runs only while no caption task waits (the default round-robin would alternate)
+        broker_transport_options={"visibility_timeout": 3600,
+                                  "queue_order_strategy": "priority"},
         task_serializer="json",
         accept_content=["json"],
         result_serializer="json",

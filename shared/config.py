@@ -78,6 +78,9 @@ class RankingSettings(BaseModel):
     rrf_k: int = Field(60, ge=1, description="the RRF constant: 1 / (rrf_k + rank)")
     depth: int = Field(100, ge=1, le=1000, description="text matches fused (and at least "
                                                           "this many vector candidates)")
+    # photos whose recognised text (OCR) holds every word of the query are fused in too, on
+    # by default; its list leads the fusion, so such a photo wins a tie with a vector hit
+    ocr_weight: float = Field(1.0, ge=0, description="weight of the photo-text list; 0 = off")
     # vector candidates filtered, sorted by date and paged when a query has filters or sorts
     # by date; a deeper page than this is refused
     filter_depth: int = Field(1000, ge=1, le=1000)
@@ -232,6 +235,11 @@ class Settings(BaseSettings):
     # already taken, e.g. by a second worker on the host, is logged and skipped)
     worker_metrics_port: int | None = Field(9101, ge=1, le=65535)
     import_bucket: str | None = None  # bucket of POST /v1/imports prefixes; None = s3.bucket
+
+    # text in photos (services/caption/ocr.py): a second, lower-priority stage after a photo
+    # is indexed (Celery queue `ocr`; embedded: only while no caption work waits); off skips it
+    ocr: bool = True
+    ocr_batch_size: int = Field(8, ge=1, description="photos per OCR task")
 
     worker_max_retries: int = Field(5, ge=0)
     # queries first: the caption worker (the embedded mode's worker thread, and the threads it

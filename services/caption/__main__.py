@@ -1,4 +1,6 @@
-"""`python -m services.caption [celery worker options]`: a caption worker on queue `caption`.
+"""`python -m services.caption [celery worker options]`: a caption worker on queue `caption`,
+then `ocr` (text in photos, taken only while no caption task waits; not with CAPSEARCH_OCR=0).
+A worker for OCR alone: `python -m services.caption --queues ocr`.
 
 Defaults to the solo pool (one task at a time in this process: its CNN passes already run on
 every core, one single-threaded stream each, `CAPSEARCH_CPU_STREAMS`); extra arguments go to
@@ -10,7 +12,7 @@ from __future__ import annotations
 import sys
 
 from services.caption.worker import WorkerContext, create_celery_app
-from shared.celery_app import CAPTION_QUEUE
+from shared.celery_app import CAPTION_QUEUE, OCR_QUEUE
 from shared.config import get_settings
 from shared.db.migrate import require_current_at_start
 from shared.devices import set_torch_threads
@@ -31,7 +33,8 @@ def main(argv: list[str] | None = None) -> None:
     context = WorkerContext(settings)
     app = create_celery_app(settings, context)
     context.warm_up()  # the solo pool runs the tasks in this process: load its models now
-    args = ["worker", "--queues", CAPTION_QUEUE, "--pool", "solo",
+    queues = f"{CAPTION_QUEUE},{OCR_QUEUE}" if settings.ocr else CAPTION_QUEUE
+    args = ["worker", "--queues", queues, "--pool", "solo",
             "--loglevel", settings.log_level, "--hostname", "caption@%h"]
     app.worker_main(args + list(sys.argv[1:] if argv is None else argv))
 

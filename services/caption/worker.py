@@ -1,4 +1,5 @@
-"""The Celery transport around the pipeline: the `capsearch.caption_images` task.
+"""The Celery transport around the pipeline: the `capsearch.caption_images` task, and the
+`capsearch.read_texts` task of the OCR stage that follows it (`photo_text.py`).
 
 The task takes image ids (never objects), builds its dependencies once per worker process (at
 start-up, `WorkerContext.warm_up`, or else on first use), retries transient failures with
@@ -19,6 +20,7 @@ from celery import Celery, Task
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.caption.captioners import build_captioner
+from services.caption.photo_text import OcrDeps, build_ocr_engine, read_photo_texts
 from services.caption.pipeline import (
     TRANSIENT_ERRORS,
     PipelineDeps,
@@ -27,12 +29,13 @@ from services.caption.pipeline import (
 )
 from services.caption.projection import build_embedder
 from shared.blocking import BlockingEncoder, BlockingIndex
-from shared.celery_app import CAPTION_TASK, make_celery
+from shared.celery_app import CAPTION_TASK, OCR_TASK, make_celery
 from shared.clients import make_encoder_client
 from shared.config import Settings, get_settings
 from shared.db import make_engine, make_session_factory
 from shared.db.migrate import require_current
 from shared.logging import request_id_var
+from shared.queue import ocr_queue
 from shared.shards import make_index_client
 from shared.storage import make_blob_store
 
@@ -46,11 +49,15 @@ class WorkerContext:
 
     def __init__(self, settings: Settings,
                  build_deps: Callable[[Settings, sessionmaker[Session]], PipelineDeps]
+                 | None = None,
+                 build_ocr: Callable[[Settings, sessionmaker[Session]], OcrDeps | None]
                  | None = None) -> None:
         self.settings = settings
         self._build_deps = build_deps or build_worker_deps
+        self._build_ocr = build_ocr or build_worker_ocr
         self._session_factory: sessionmaker[Session] | None = None
         self._deps: PipelineDeps | None = None
+        self._ocr: OcrDeps | None = None
         self._lock = threading.Lock()
 
     def session_factory(self) -> sessionmaker[Session]:
@@ -88,6 +95,15 @@ class WorkerContext:
                 self._deps = self._build_deps(self.settings, session_factory)
             return self._deps
 
+    def ocr_deps(self) -> OcrDeps | None:
+        """The OCR stage's engine (loaded on its first photo) and stores; None when OCR is
+        off or its package missing. A worker that only takes `ocr` never loads the CNN."""
+        session_factory = self.session_factory()
+        with self._lock:
+            if self._ocr is None:
+                self._ocr = self._build_ocr(self.settings, session_factory)
+            return self._ocr
+
 
 def build_worker_deps(settings: Settings, session_factory: sessionmaker[Session]
                       ) -> PipelineDeps:
@@ -108,6 +124,16 @@ def build_worker_deps(settings: Settings, session_factory: sessionmaker[Session]
         # every search shard receives every add and keeps the vectors it owns
         index=BlockingIndex(make_index_client(settings)),
     )
+
+
+def build_worker_ocr(settings: Settings, session_factory: sessionmaker[Session]
+                     ) -> OcrDeps | None:
+    """The OCR stage's engine (not loaded yet) and blob store; None when OCR is off."""
+    engine = build_ocr_engine(settings)
+    if engine is None:
+        return None
+    return OcrDeps(session_factory=session_factory, store=make_blob_store(settings),
+                   engine=engine)
 
 
 def request_id_of(request: Any) -> str:
@@ -175,16 +201,49 @@ def register_caption_task(app: Celery, context: WorkerContext) -> Task:
               max_retries=context.settings.worker_max_retries)
     def caption_images_task(self: CaptionTask, image_ids: list[int]) -> dict[str, int]:
         report = caption_images([int(i) for i in image_ids], deps=self.worker_context.deps())
+        settings = self.worker_context.settings
+        if settings.ocr:  # the text follows, at lower priority; a retry sends it again
+            ocr_queue(self.app, settings.ocr_batch_size).enqueue(
+                report.indexed + report.skipped)
         return {"indexed": len(report.indexed), "failed": len(report.failed),
                 "skipped": len(report.skipped)}
 
     return caption_images_task  # type: ignore[no-any-return]
 
 
+class OcrTask(CaptionTask):
+    """Base of the OCR task: retries as the caption task, but giving up fails no photo (it
+    stays indexed; `capsearch doctor --repair` sends it again)."""
+
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any,
+                   einfo: Any) -> None:
+        with self._request_context():
+            log.error("task %s gave up reading text after %d tries: %s: %s", task_id,
+                      self.request.retries + 1, type(exc).__name__, exc)
+
+
+def register_ocr_task(app: Celery, context: WorkerContext) -> Task:
+    """Add `capsearch.read_texts` to the app, bound to this process's context."""
+
+    @app.task(name=OCR_TASK, base=OcrTask, bind=True, shared=False, worker_context=context,
+              max_retries=context.settings.worker_max_retries)
+    def read_texts_task(self: OcrTask, image_ids: list[int]) -> dict[str, int]:
+        deps = self.worker_context.ocr_deps()
+        if deps is None:
+            return {"read": 0, "failed": 0, "skipped": len(image_ids)}
+        report = read_photo_texts([int(i) for i in image_ids], deps=deps)
+        return {"read": len(report.texts), "failed": len(report.failed),
+                "skipped": len(report.skipped)}
+
+    return read_texts_task  # type: ignore[no-any-return]
+
+
 def create_celery_app(settings: Settings | None = None,
                       context: WorkerContext | None = None) -> Celery:
-    """The worker's Celery app with the caption task registered."""
+    """The worker's Celery app with the caption and OCR tasks registered."""
     settings = settings or get_settings()
     app = make_celery(settings)
-    register_caption_task(app, context or WorkerContext(settings))
+    context = context or WorkerContext(settings)
+    register_caption_task(app, context)
+    register_ocr_task(app, context)
     return app
