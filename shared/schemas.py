@@ -108,6 +108,10 @@ class ImagePublic(BaseModel):
     status: str
     error: str | None = None
     caption: str | None = None
+    # text read in the photo (OCR), one line per line: None until read (or with OCR off),
+    # "" when the photo has none; its confidence (0-1) is the lines' mean weighted by length
+    ocr_text: str | None = None
+    ocr_confidence: float | None = None
     filename: str
     source: str
     format: str

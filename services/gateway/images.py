@@ -15,6 +15,7 @@ from services.gateway.filters import ImageFilters
 from shared.clients import IndexClient
 from shared.db import Caption, Embedding, ImageRecord, ImageStatus, Membership
 from shared.db.queries import latest_caption
+from shared.db.texts import ImageText, texts_of
 from shared.errors import CapsearchError, NotFound
 from shared.images import CONTENT_TYPES
 from shared.schemas import ImageLookupResult, ImagePage, ImagePublic, SourceCount
@@ -39,13 +40,16 @@ def thumbnail_url(image_id: int) -> str:
     return f"/v1/images/{image_id}/thumbnail"
 
 
-def image_public(image: ImageRecord, caption: str | None) -> ImagePublic:
+def image_public(image: ImageRecord, caption: str | None,
+                 text: ImageText | None = None) -> ImagePublic:
     return ImagePublic(
         id=image.id,
         sha256=image.sha256,
         status=image.status,
         error=image.error,
         caption=caption,
+        ocr_text=text.text if text is not None else None,
+        ocr_confidence=text.confidence if text is not None else None,
         filename=image.filename,
         source=image.source,
         format=image.format,
@@ -61,17 +65,19 @@ def image_public(image: ImageRecord, caption: str | None) -> ImagePublic:
 
 
 def describe_image(*, session: Session, image: ImageRecord) -> ImagePublic:
-    """The public view of one image, with its latest caption."""
+    """The public view of one image, with its latest caption and the text read in it."""
     caption = session.scalar(select(latest_caption()).where(ImageRecord.id == image.id))
-    return image_public(image, caption)
+    return image_public(image, caption, texts_of(session, [image.id]).get(image.id))
 
 
 def lookup_images(*, session: Session, image_ids: Sequence[int]) -> ImageLookupResult:
     """Many images' records with their latest captions in one statement, in the order asked;
     what a client polling an ingest reads instead of one request per image."""
     wanted = list(dict.fromkeys(image_ids))
-    found = {image.id: image_public(image, caption) for image, caption in session.execute(
-        select(ImageRecord, latest_caption()).where(ImageRecord.id.in_(wanted)))}
+    texts = texts_of(session, wanted)
+    found = {image.id: image_public(image, caption, texts.get(image.id))
+             for image, caption in session.execute(
+                 select(ImageRecord, latest_caption()).where(ImageRecord.id.in_(wanted)))}
     return ImageLookupResult(images=[found[i] for i in wanted if i in found],
                              missing=[i for i in wanted if i not in found])
 
@@ -87,7 +93,9 @@ def list_images(*, session: Session, status: ImageStatus | None, limit: int, off
         .limit(limit).offset(offset)
     ).all()
     next_offset = offset + len(rows) if offset + len(rows) < total else None
-    return ImagePage(images=[image_public(image, caption) for image, caption in rows],
+    texts = texts_of(session, [image.id for image, _ in rows])
+    return ImagePage(images=[image_public(image, caption, texts.get(image.id))
+                             for image, caption in rows],
                      total=total, limit=limit, offset=offset, next_offset=next_offset)
 
 
@@ -124,7 +132,7 @@ def _delete_rows(session_factory: sessionmaker[Session], image_id: int) -> str |
         if sha is None:
             return None
         # the FKs cascade too; explicit deletes keep a backend without FK enforcement clean
-        for child in (Membership, Embedding, Caption):
+        for child in (Membership, Embedding, Caption, ImageText):
             session.execute(delete(child).where(child.image_id == image_id))
         session.execute(delete(ImageRecord).where(ImageRecord.id == image_id))
         return sha

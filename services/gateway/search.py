@@ -3,8 +3,10 @@ relevance or date, cursor paging and (optionally) hybrid ranking.
 
 The vector index proposes candidates; the database filters them and supplies metadata. Hybrid
 ranking fuses the vector ranking with a full-text ranking of caption text (Postgres full-text,
-SQLite FTS5) by reciprocal rank fusion. Whatever the order, each result's `score` is the
-cosine similarity of the query and its caption vector, so `min_score` means one thing.
+SQLite FTS5) by reciprocal rank fusion. Photos whose recognised text (OCR) holds every word of
+the query are fused in the same way, by default (`ranking.ocr_weight`); their list leads.
+Whatever the order, each result's `score` is the cosine similarity of the query and its
+caption vector, so `min_score` means one thing.
 
 Plain queries (relevance, no filters, no fusion) ask the index for exactly the rows the page
 needs; filtered or date-sorted queries work on the best `ranking.filter_depth` candidates.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
@@ -36,7 +38,7 @@ from services.gateway.ranking import (
 from shared.clients import EncoderClient, IndexClient
 from shared.config import Settings
 from shared.db import ImageRecord
-from shared.db.fulltext import match_captions
+from shared.db.fulltext import match_captions, match_photo_text
 from shared.db.models import aware
 from shared.db.queries import chunked, latest_caption, load_vectors
 from shared.db.session import read_once_more
@@ -154,31 +156,70 @@ class Candidates:
     details: dict[int, ImageDetails]
     text_ranking: list[int]
     text_scores: dict[int, float]  # cosine scores of text matches the vector list lacked
+    photo_text_ranking: list[int] = field(default_factory=list)  # OCR matches, best first
 
 
 def _gather(session_factory: sessionmaker[Session], *, query: SearchQuery,
             vector_ids: list[int], query_vector: NDArray[np.float32], text_depth: int,
-            model: str) -> Candidates:
+            model: str, photo_text_ranking: list[int] | None = None) -> Candidates:
+    photo_ranking = photo_text_ranking or []
+
     def read(session: Session) -> Candidates:
         text_ranking = match_captions(session, query.q, text_depth) if query.hybrid else []
         known = set(vector_ids)
-        text_only = [i for i in text_ranking if i not in known]
+        text_only = [i for i in dict.fromkeys(photo_ranking + text_ranking) if i not in known]
         vectors = load_vectors(session, text_only, model=model) if text_only else {}
         text_scores = {i: float(np.dot(query_vector, v)) for i, v in vectors.items()
                        if v.shape == query_vector.shape}
         details = load_details(session, vector_ids + list(text_scores), query.filters)
-        return Candidates(details=details, text_ranking=text_ranking, text_scores=text_scores)
+        return Candidates(details=details, text_ranking=text_ranking, text_scores=text_scores,
+                          photo_text_ranking=photo_ranking)
 
     return read_once_more(session_factory, read)
+
+
+async def _encode_and_match_photo_text(*, query: SearchQuery, settings: Settings,
+                                       encoder: EncoderClient,
+                                       session_factory: sessionmaker[Session]
+                                       ) -> tuple[NDArray[np.float32], list[int]]:
+    """The query's vector and, at the same time, the photos whose text holds its words (a
+    thread and an indexed lookup that mostly finds nothing: no added wait on the encoder)."""
+    if settings.ranking.ocr_weight <= 0:
+        return (await encoder.encode([query.q]))[0], []
+    found: dict[str, Any] = {}
+
+    def match(session: Session) -> list[int]:
+        return match_photo_text(session, query.q, settings.ranking.depth)
+
+    async def lookup() -> None:
+        try:
+            found["ids"] = await anyio.to_thread.run_sync(
+                lambda: read_once_more(session_factory, match))
+        except Exception as exc:  # raised below, outside the task group (no ExceptionGroup)
+            found["error"] = exc
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(lookup)
+        try:
+            found["vectors"] = await encoder.encode([query.q])
+        except Exception as exc:
+            found["encode_error"] = exc
+    for key in ("encode_error", "error"):
+        if key in found:
+            raise found[key]
+    return found["vectors"][0], found["ids"]
 
 
 # ---- ranking and paging ------------------------------------------------------------------------
 
 
-def _depths(query: SearchQuery, offset: int, settings: Settings) -> tuple[int, bool]:
-    """How many vector candidates to ask for, and whether that is exactly the page (plain)."""
+def _depths(query: SearchQuery, offset: int, settings: Settings, *, fused: bool = False
+            ) -> tuple[int, bool]:
+    """How many vector candidates to ask for, and whether that is exactly the page (plain).
+    `fused`: photo-text matches join the ranking (as deep as hybrid)."""
     wanted = offset + query.k
-    plain = query.sort == "relevance" and not query.filters.active and not query.hybrid
+    plain = (query.sort == "relevance" and not query.filters.active and not query.hybrid
+             and not fused)
     if plain:
         depth = wanted
     elif query.filters.active or query.sort == "date":
@@ -200,11 +241,14 @@ def order_candidates(*, hits: list[SearchHit], candidates: Candidates, query: Se
     if query.sort == "date":
         created = {i: candidates.details[i].created_at for i in keep}
         order = newest_first(list(keep), created)
-    elif query.hybrid:
+    elif query.hybrid or candidates.photo_text_ranking:
         vector_ranking = [h.image_id for h in hits]
-        fused = reciprocal_rank_fusion([vector_ranking, candidates.text_ranking],
-                                       [1.0, settings.ranking.text_weight],
-                                       k=settings.ranking.rrf_k)
+        # the photo-text list leads: ties (a photo only it found, against the top vector hit)
+        # go to the photo holding every word of the query
+        fused = reciprocal_rank_fusion(
+            [candidates.photo_text_ranking, vector_ranking, candidates.text_ranking],
+            [settings.ranking.ocr_weight, 1.0, settings.ranking.text_weight],
+            k=settings.ranking.rrf_k)
         order = [i for i in fused if i in keep]
     else:
         order = [h.image_id for h in hits if h.image_id in keep]
@@ -217,13 +261,14 @@ async def search_page(*, query: SearchQuery, settings: Settings, encoder: Encode
     """One page of results for the query and its cursor."""
     fingerprint = query.fingerprint()
     offset = decode_cursor(query.cursor, fingerprint) if query.cursor else 0
-    depth, plain = _depths(query, offset, settings)
-    vectors = await encoder.encode([query.q])
-    found = await index.search(vectors[0], depth, query.nprobe)
+    vector, photo_text_ranking = await _encode_and_match_photo_text(
+        query=query, settings=settings, encoder=encoder, session_factory=session_factory)
+    depth, plain = _depths(query, offset, settings, fused=bool(photo_text_ranking))
+    found = await index.search(vector, depth, query.nprobe)
     candidates = await anyio.to_thread.run_sync(lambda: _gather(
         session_factory, query=query, vector_ids=[h.image_id for h in found.hits],
-        query_vector=vectors[0], text_depth=settings.ranking.depth,
-        model=settings.embedding_model))
+        query_vector=vector, text_depth=settings.ranking.depth,
+        model=settings.embedding_model, photo_text_ranking=photo_text_ranking))
     ranked = order_candidates(hits=found.hits, candidates=candidates, query=query,
                               settings=settings)
     page = ranked[offset:offset + query.k]
