@@ -1,4 +1,4 @@
-"""The `capsearch` command: serve, ingest, search, demo, eval, stack, deps, keys, db."""
+"""The `capsearch` command: serve, ingest, search, image, demo, eval, stack, deps, keys, db."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from capsearch.commands import (
     doctor,
     eval_captions,
     evaluate,
+    image,
     ingest,
     keys,
     search,
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_parsers(sub)
     db.add_parser(sub)
     doctor.add_parser(sub)
+    image.add_parser(sub)
     train.add_parsers(sub)
     return parser
 
