@@ -11,6 +11,10 @@ alone: an upload in flight writes its blobs a moment before its row.
     indexed_without_vector  `indexed`, no stored vector   back to `pending`, re-queue
     vector_without_member   vector, not in the active IVF hand it to the index again
     stuck                   `pending`/`captioned` too long re-queue
+    ocr_stuck               indexed, text unread too long  re-queue for OCR (stack)
+
+Besides the checks, the report counts the indexed photos whose text is still to be read
+(`ocr_waiting`): progress of the OCR stage, not a problem.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from shared.clients import IndexWriter
 from shared.db import Embedding, ImageRecord, ImageStatus, IndexVersion, Membership
 from shared.db.models import aware, utcnow
 from shared.db.queries import chunked, load_vectors, vectors_of
+from shared.db.texts import count_ocr_waiting, ocr_waiting
 from shared.errors import CapsearchError, NotFound
 from shared.images import make_thumbnail
 from shared.queue import CaptionQueue
@@ -224,6 +229,7 @@ class CheckResult:
 @dataclass
 class DoctorReport:
     checks: list[CheckResult] = field(default_factory=list)
+    ocr_waiting: int | None = None  # indexed photos whose text is still to be read
 
     @property
     def problems(self) -> int:
@@ -243,6 +249,8 @@ class DoctorDeps:
     thumbnail_px: int
     queue: CaptionQueue | None = None  # None: cannot re-queue from here (embedded mode)
     index: IndexWriter | None = None  # None: cannot reach the search service
+    ocr: bool = False  # the OCR stage is on: count and check photos waiting for it
+    ocr_queue: CaptionQueue | None = None  # its queue (stack); None: cannot re-queue
 
 
 def examine(deps: DoctorDeps, *, repair: bool, grace_s: float, stuck_after_s: float
@@ -303,4 +311,29 @@ def examine(deps: DoctorDeps, *, repair: bool, grace_s: float, stuck_after_s: fl
                                     [int(str(i)) for i in ids], model=deps.model))
     run("stuck", lambda: stuck_images(deps.factory, older_than_s=stuck_after_s),
         requeue_fix if deps.queue is not None else None)
+    if deps.ocr:
+        _examine_ocr(deps, report, run, stuck_after_s)
     return report
+
+
+def _examine_ocr(deps: DoctorDeps, report: DoctorReport,
+                 run: Callable[..., None], stuck_after_s: float) -> None:
+    """The OCR stage's progress, and its photos indexed long ago but still unread (a task
+    lost with its worker, or photos indexed before the stage existed)."""
+    try:
+        with deps.factory() as session:
+            report.ocr_waiting = count_ocr_waiting(session)
+    except Exception as exc:
+        log.warning("counting photos waiting for OCR failed: %s", type(exc).__name__)
+
+    def find() -> list[int]:
+        with deps.factory() as session:
+            return ocr_waiting(session, changed_before=utcnow() - timedelta(
+                seconds=stuck_after_s))
+
+    def fix(ids: list[object]) -> int:
+        assert deps.ocr_queue is not None
+        deps.ocr_queue.enqueue([int(str(i)) for i in ids])
+        return len(ids)
+
+    run("ocr_stuck", find, fix if deps.ocr_queue is not None else None)

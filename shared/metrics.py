@@ -40,6 +40,8 @@ IMAGES = Gauge("capsearch_images", "Images in the database by status", ["status"
 QUEUE_DEPTH = Gauge(
     "capsearch_caption_queue_depth",
     "Caption work waiting: Celery task messages on the Redis list (embedded: image ids)")
+OCR_WAITING = Gauge(
+    "capsearch_ocr_waiting", "Indexed photos whose text (OCR stage) has not been read yet")
 INDEX_VECTORS = Gauge("capsearch_index_vectors", "Vectors in the serving index")
 INDEX_VERSION = Gauge("capsearch_index_version",
                       "Active fitted index version (0: none fitted, exact search)")

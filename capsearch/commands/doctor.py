@@ -19,17 +19,19 @@ HOUR = 3600.0
 
 def build_deps(settings: Settings, factory: object, stack: ExitStack) -> DoctorDeps:
     """Blob store and database always; queue and search service only in the stack."""
-    queue = index = None
+    queue = index = ocr = None
     if settings.queue_backend == "celery":
         from shared.celery_app import make_celery
-        from shared.queue import CeleryCaptionQueue
+        from shared.queue import CeleryCaptionQueue, ocr_queue
 
-        queue = CeleryCaptionQueue(make_celery(settings), settings.caption_batch_size)
+        app = make_celery(settings)
+        queue = CeleryCaptionQueue(app, settings.caption_batch_size)
+        ocr = ocr_queue(app, settings.ocr_batch_size) if settings.ocr else None
         index = BlockingIndex(make_index_client(settings))  # every shard, as the worker's
         stack.callback(index.close)
     return DoctorDeps(factory=factory, store=make_blob_store(settings),  # type: ignore[arg-type]
                       model=settings.embedding_model, thumbnail_px=settings.thumbnail_px,
-                      queue=queue, index=index)
+                      queue=queue, index=index, ocr=settings.ocr, ocr_queue=ocr)
 
 
 def print_report(report: DoctorReport, *, repair: bool) -> None:
@@ -38,6 +40,8 @@ def print_report(report: DoctorReport, *, repair: bool) -> None:
         sample = c.error and f"ERROR: {c.error}" or ", ".join(c.sample[:5])
         repaired = str(c.repaired) if repair else "-"
         print(f"{c.name:28s} {c.found:7d} {repaired:>9s}  {sample}")
+    if report.ocr_waiting is not None:
+        print(f"photos waiting for OCR (text in photos): {report.ocr_waiting}")
 
 
 def run(args: argparse.Namespace) -> int:

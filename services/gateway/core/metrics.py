@@ -1,5 +1,5 @@
-"""The gateway's scrape-time metrics: images by status, caption queue depth and, in the
-embedded mode (index in this process), the index's size and version."""
+"""The gateway's scrape-time metrics: images by status, photos waiting for OCR, caption queue
+depth and, in the embedded mode (index in this process), the index's size and version."""
 
 from __future__ import annotations
 
@@ -13,7 +13,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.gateway.core.context import GatewayContext
 from shared.db import ImageRecord, ImageStatus
-from shared.metrics import QUEUE_DEPTH, Collect, set_image_counts, set_index_stats
+from shared.db.texts import count_ocr_waiting
+from shared.metrics import (
+    OCR_WAITING,
+    QUEUE_DEPTH,
+    Collect,
+    set_image_counts,
+    set_index_stats,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +30,11 @@ def image_counts(session_factory: sessionmaker[Session]) -> dict[str, int]:
         rows = session.execute(select(ImageRecord.status, func.count())
                                .group_by(ImageRecord.status))
         return {str(status): int(count) for status, count in rows}
+
+
+def ocr_waiting_count(session_factory: sessionmaker[Session]) -> int:
+    with session_factory() as session:
+        return count_ocr_waiting(session)
 
 
 # images by status are counted at most this often, however often /metrics is scraped
@@ -43,6 +55,9 @@ class _ImageCounts:
         self._counted_at = time.monotonic()
         counts = await anyio.to_thread.run_sync(image_counts, context.session_factory)
         set_image_counts(counts, [s.value for s in ImageStatus])
+        if context.settings.ocr:
+            OCR_WAITING.set(await anyio.to_thread.run_sync(ocr_waiting_count,
+                                                           context.session_factory))
 
 
 async def _collect_queue(context: GatewayContext) -> None:

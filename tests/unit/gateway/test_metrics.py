@@ -23,6 +23,7 @@ def test_gateway_metrics_count_images_by_status_and_queue_depth(gateway: Gateway
     assert samples[("capsearch_images", (("status", "pending"),))] == 1
     assert samples[("capsearch_images", (("status", "failed"),))] == 0
     assert samples[("capsearch_caption_queue_depth", ())] == 7
+    assert samples[("capsearch_ocr_waiting", ())] == 2  # indexed, text not read yet
 
 
 def test_gateway_metrics_time_routes_by_template(gateway: Gateway) -> None:

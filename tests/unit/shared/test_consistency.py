@@ -240,3 +240,19 @@ def test_doctor_command_exits_1_on_problems_and_0_after_repair(factory, store,  
     assert json.loads(capsys.readouterr().out)["orphan_blobs"]["found"] == 1
     assert main(["doctor", "--repair", *data]) == 0
     assert main(["doctor", *data]) == 0
+
+
+def test_doctor_counts_photos_waiting_for_ocr_and_requeues_the_stuck(
+        factory: sessionmaker[Session], store: LocalBlobStore) -> None:
+    add_image(factory, store, 1)
+    age(factory, 7200)  # indexed two hours ago, its text never read (a lost OCR task)
+    add_image(factory, store, 2)  # indexed just now: its OCR task is still coming
+    ocr_queue = FakeQueue()
+    doctor = DoctorDeps(factory=factory, store=store, model=MODEL, thumbnail_px=16,
+                        ocr=True, ocr_queue=ocr_queue)
+    report = examine(doctor, repair=True, grace_s=0, stuck_after_s=3600)
+    assert report.ocr_waiting == 2  # progress, not a problem
+    assert found(report)["ocr_stuck"] == 1
+    assert ocr_queue.batches == [[1]]
+    assert examine(deps(factory, store), repair=False, grace_s=0,
+                   stuck_after_s=3600).ocr_waiting is None  # OCR off: not counted
