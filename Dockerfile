@@ -21,10 +21,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
     HF_HOME=/tmp/hf-home
-# tini from the pinned Debian release of the base image (apt versions are not pinned)
+# tini from the pinned Debian release of the base image (apt versions are not pinned);
+# libgl1 and libglib2.0-0 for the OpenCV that OCR (rapidocr-onnxruntime) imports
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini \
+    && apt-get install -y --no-install-recommends tini libgl1 libglib2.0-0 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 capsearch \
     && useradd --system --uid 10001 --gid capsearch --create-home --home-dir /home/capsearch \
