@@ -95,9 +95,9 @@ def build_embedded(settings: Settings) -> EmbeddedStack:
     deps = PipelineDeps(settings=settings, session_factory=session_factory, store=store,
                         captioner=captioner, encoder=encoder, index=index, embedder=embedder)
     # text in photos: loaded on the first photo it reads, after the captions
-    engine = build_ocr_engine(settings, streams=embedded_streams(settings))
-    ocr = (OcrDeps(session_factory=session_factory, store=store, engine=engine)
-           if engine is not None else None)
+    reader = build_ocr_engine(settings, streams=embedded_streams(settings))
+    ocr = (OcrDeps(session_factory=session_factory, store=store, engine=reader)
+           if reader is not None else None)
     queue = InProcessCaptionQueue(deps, ocr=ocr)
     queue.start()
     log.info("embedded capsearch ready: data in %s, captioner %s", settings.data_dir,
