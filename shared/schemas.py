@@ -108,10 +108,11 @@ class ImagePublic(BaseModel):
     status: str
     error: str | None = None
     caption: str | None = None
-    # text read in the photo (OCR), one line per line: None until read (or with OCR off),
-    # "" when the photo has none; its confidence (0-1) is the lines' mean weighted by length
-    ocr_text: str | None = None
-    ocr_confidence: float | None = None
+    ocr_text: str | None = Field(None, description=(
+        "text read in the photo (OCR), one line per line; null until it is read (or with OCR "
+        "off), \"\" when the photo has none. Its words find the photo in search."))
+    ocr_confidence: float | None = Field(None, description=(
+        "the recogniser's confidence in ocr_text (0-1): its lines' mean weighted by length"))
     filename: str
     source: str
     format: str
