@@ -169,7 +169,11 @@ class InProcessCaptionQueue:
         assert self._ocr is not None
         for attempt in range(self._max_retries + 1):
             try:
-                read_photo_texts(batch, deps=self._ocr)
+                report = read_photo_texts(batch, deps=self._ocr,
+                                          yield_to_captions=lambda: bool(self._queued))
+                if report.deferred:  # back to the front of the lane, after the captions
+                    with self._cond:
+                        self._ocr_queued = dict.fromkeys(report.deferred) | self._ocr_queued
                 return
             except TRANSIENT_ERRORS as exc:
                 if attempt == self._max_retries:

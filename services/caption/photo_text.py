@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -52,6 +52,7 @@ class OcrReport:
     texts: dict[int, str] = field(default_factory=dict)  # "" when a photo has no text
     failed: dict[int, str] = field(default_factory=dict)
     skipped: list[int] = field(default_factory=list)  # gone, not indexed, or read already
+    deferred: list[int] = field(default_factory=list)  # not started: captions were waiting
     timings: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
@@ -109,33 +110,50 @@ def store_texts(session_factory: sessionmaker[Session], *, results: dict[int, Oc
             _upsert(session, ImageText, ["image_id"], rows)
 
 
-def read_photo_texts(image_ids: Sequence[int], *, deps: OcrDeps) -> OcrReport:
-    """Read, store and index the text of one batch of indexed photos (idempotent)."""
+def read_photo_texts(image_ids: Sequence[int], *, deps: OcrDeps,
+                     yield_to_captions: Callable[[], bool] | None = None) -> OcrReport:
+    """Read, store and index the text of one batch of indexed photos (idempotent).
+
+    The photos are read a few at a time (one per engine stream); before each group after the
+    first, `yield_to_captions()` true stops the batch, and the photos not started are left
+    in `report.deferred` for the caller to queue again: caption work waits for at most one
+    group, not a whole OCR batch."""
     report = OcrReport()
     with report.timed("ocr_load"):
         with deps.session_factory() as session:
-            todo = unread(session, image_ids)
-    report.skipped = [int(i) for i in dict.fromkeys(image_ids) if int(i) not in todo]
-    if todo:
-        with report.timed("ocr_read_blobs"):
-            blobs, failures = read_originals(deps.store, [WorkItem(i, sha)
-                                                          for i, sha in todo.items()])
-            images, bad = decode_images(blobs)
-            failures.update(bad)
-        with report.timed("ocr"):
-            results, unread_ = read_images(deps.engine, images)
-            failures.update(unread_)
-        with report.timed("ocr_store"):
-            store_texts(deps.session_factory, results=results, failures=failures,
-                        model=deps.engine.name)
-        report.texts = {i: r.text for i, r in results.items()}
-        report.failed = failures
+            todo = list(unread(session, image_ids).items())
+    report.skipped = [int(i) for i in dict.fromkeys(image_ids)
+                      if int(i) not in dict(todo)]
+    group = max(1, int(getattr(deps.engine, "streams", 1)))
+    for start in range(0, len(todo), group):
+        if start and yield_to_captions is not None and yield_to_captions():
+            report.deferred = [i for i, _ in todo[start:]]
+            break
+        _read_group(deps, dict(todo[start:start + group]), report)
     for stage, seconds in report.timings.items():
         observe_stage(stage, seconds)
-    log.info("ocr batch: %d asked, %d read (%d with text), %d failed, %d skipped; %s",
+    log.info("ocr batch: %d asked, %d read (%d with text), %d failed, %d skipped, "
+             "%d left for after the captions; %s",
              len(image_ids), len(report.texts), sum(bool(t) for t in report.texts.values()),
-             len(report.failed), len(report.skipped),
+             len(report.failed), len(report.skipped), len(report.deferred),
              " ".join(f"{s}={t * 1000:.0f}ms" for s, t in report.timings.items()))
     for image_id, reason in report.failed.items():
         log.warning("text of image %d not read: %s", image_id, reason)
     return report
+
+
+def _read_group(deps: OcrDeps, todo: dict[int, str], report: OcrReport) -> None:
+    """Read, store and report one group of photos (sha256 by id)."""
+    with report.timed("ocr_read_blobs"):
+        blobs, failures = read_originals(deps.store, [WorkItem(i, sha)
+                                                      for i, sha in todo.items()])
+        images, bad = decode_images(blobs)
+        failures.update(bad)
+    with report.timed("ocr"):
+        results, unreadable = read_images(deps.engine, images)
+        failures.update(unreadable)
+    with report.timed("ocr_store"):
+        store_texts(deps.session_factory, results=results, failures=failures,
+                    model=deps.engine.name)
+    report.texts.update({i: r.text for i, r in results.items()})
+    report.failed.update(failures)

@@ -35,7 +35,7 @@ from shared.config import Settings, get_settings
 from shared.db import make_engine, make_session_factory
 from shared.db.migrate import require_current
 from shared.logging import request_id_var
-from shared.queue import ocr_queue
+from shared.queue import CeleryCaptionQueue, ocr_queue
 from shared.shards import make_index_client
 from shared.storage import make_blob_store
 
@@ -231,9 +231,14 @@ def register_ocr_task(app: Celery, context: WorkerContext) -> Task:
         deps = self.worker_context.ocr_deps()
         if deps is None:
             return {"read": 0, "failed": 0, "skipped": len(image_ids)}
-        report = read_photo_texts([int(i) for i in image_ids], deps=deps)
+        captions = CeleryCaptionQueue(self.app, 1)
+        report = read_photo_texts([int(i) for i in image_ids], deps=deps,
+                                  yield_to_captions=lambda: bool(captions.backlog()))
+        if report.deferred:  # a caption task came in: it goes first, these after it
+            ocr_queue(self.app, self.worker_context.settings.ocr_batch_size).enqueue(
+                report.deferred)
         return {"read": len(report.texts), "failed": len(report.failed),
-                "skipped": len(report.skipped)}
+                "skipped": len(report.skipped), "deferred": len(report.deferred)}
 
     return read_texts_task  # type: ignore[no-any-return]
 

@@ -15,7 +15,7 @@ from services.caption.ocr import OcrEngine, OcrLine
 from services.caption.photo_text import OcrDeps
 from services.caption.pipeline import PipelineDeps
 from services.caption.worker import WorkerContext, create_celery_app
-from shared.celery_app import CAPTION_TASK, OCR_TASK
+from shared.celery_app import CAPTION_QUEUE, CAPTION_TASK, OCR_TASK
 from shared.db.texts import count_ocr_waiting, texts_of
 from shared.queue import ocr_queue
 
@@ -64,10 +64,29 @@ def test_the_caption_task_sends_its_photos_to_the_ocr_queue(deps: PipelineDeps,
         assert count_ocr_waiting(session) == 2  # searchable by caption already, text to come
 
     assert app.tasks[OCR_TASK].apply(args=[ids]).get() == {"read": 2, "failed": 0,
-                                                          "skipped": 0}
+                                                          "skipped": 0, "deferred": 0}
     with deps.session_factory() as session:
         assert {i: r.text for i, r in texts_of(session, ids).items()} == {
             i: "EXIT" for i in ids}
+
+
+def test_the_ocr_task_leaves_the_rest_of_its_batch_to_a_waiting_caption_task(
+        deps: PipelineDeps, add_photos: AddPhotos) -> None:
+    from kombu import Queue
+
+    ids = add_photos(3)
+    ocr = OcrDeps(session_factory=deps.session_factory, store=deps.store, engine=SignEngine())
+    app = celery_app_for(deps, ocr)
+    app.tasks[CAPTION_TASK].apply(args=[ids]).get()
+    app.send_task(CAPTION_TASK, args=[[999]], queue=CAPTION_QUEUE)  # an upload came in
+    try:
+        waiting = ocr_queue(app, 8).backlog() or 0
+        result = app.tasks[OCR_TASK].apply(args=[ids]).get()
+        assert result == {"read": 1, "failed": 0, "skipped": 0, "deferred": 2}
+        assert ocr_queue(app, 8).backlog() == waiting + 1  # the rest, behind the captions
+    finally:
+        with app.connection_for_write() as conn:
+            Queue(CAPTION_QUEUE)(conn.default_channel).purge()
 
 
 def test_with_ocr_off_no_ocr_task_is_sent(deps: PipelineDeps, add_photos: AddPhotos) -> None:

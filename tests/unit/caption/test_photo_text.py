@@ -128,3 +128,22 @@ def test_the_engine_is_built_only_when_ocr_is_on() -> None:
     assert build_ocr_engine(Settings(ocr=False)) is None
     engine = build_ocr_engine(Settings(ocr=True), streams=1)
     assert engine is not None and not engine.loaded  # loaded on the first photo it reads
+
+
+def test_a_batch_yields_to_captions_between_photos(
+        ocr: OcrDeps, engine: ScriptedEngine, session_factory: sessionmaker[Session],
+        store: LocalBlobStore) -> None:
+    first, second, third = (indexed_photo(session_factory, store, w) for w in (40, 41, 42))
+    asked: list[int] = []
+
+    def captions_waiting() -> bool:  # a caption batch arrives while the first photo is read
+        asked.append(len(engine.read_widths))
+        return True
+
+    report = read_photo_texts([first, second, third], deps=ocr,
+                              yield_to_captions=captions_waiting)
+    assert list(report.texts) == [first] and report.deferred == [second, third]
+    assert asked == [1]  # never asked before the first photo: a batch always progresses
+    with session_factory() as session:
+        assert set(texts_of(session, [first, second, third])) == {first}
+    assert read_photo_texts(report.deferred, deps=ocr).texts == {second: "", third: ""}
