@@ -202,3 +202,28 @@ def test_api_docs_render_from_this_server_under_its_csp(page: Any,
     assert all(url.startswith((origin, "data:")) for url in requests), requests
     assert violations == []
     page.screenshot(path=str(screenshots / "07-api-docs.png"))
+
+
+def test_a_photos_text_is_on_its_page_and_its_words_find_it(
+        page: Any, ui_server: UiServer, uploaded: dict[str, Any], screenshots: Path,
+        tmp_path: Path) -> None:
+    import time
+
+    from capsearch.client import CapsearchClient
+    from tests.support.signs import sign_photo
+
+    sign = tmp_path / "platform-sign.jpg"
+    sign.write_bytes(sign_photo(sample("astronaut"), ["PLATFORM 9", "KINGS CROSS"]))
+    with CapsearchClient(ui_server.url, api_key=ui_server.key) as client:
+        (item,) = client.upload([sign], source=TRIP)
+        client.wait_indexed([item.id], timeout=INDEXED_TIMEOUT_MS / 1000)
+        deadline = time.monotonic() + 240
+        while client.image(item.id).ocr_text is None:  # read after it is indexed
+            assert time.monotonic() < deadline, "the sign's text was not read"
+            time.sleep(0.25)
+    page.goto(f"/images/{item.id}")
+    assert page.locator("pre.photo-text").text_content() == "PLATFORM 9\nKINGS CROSS"
+    page.screenshot(path=str(screenshots / "09-image-page-text.png"), full_page=True)
+    page.goto("/?q=platform+9+kings+cross")
+    first = page.locator("#results .card .thumb").first.get_attribute("href")
+    assert first == f"/images/{item.id}"
