@@ -169,8 +169,10 @@ class InProcessCaptionQueue:
         assert self._ocr is not None
         for attempt in range(self._max_retries + 1):
             try:
-                report = read_photo_texts(batch, deps=self._ocr,
-                                          yield_to_captions=lambda: bool(self._queued))
+                # captions waiting, or closing: the rest waits (re-read on the next start)
+                report = read_photo_texts(
+                    batch, deps=self._ocr,
+                    yield_to_captions=lambda: bool(self._queued) or self._stop.is_set())
                 if report.deferred:  # back to the front of the lane, after the captions
                     with self._cond:
                         self._ocr_queued = dict.fromkeys(report.deferred) | self._ocr_queued
