@@ -83,6 +83,22 @@ def requeue_stuck(factory: Factory, queue: CaptionQueue, *, older_than_s: float)
     return requeue(factory, queue, stuck_images(factory, older_than_s=older_than_s))
 
 
+def requeue_unread_texts(factory: Factory, ocr_queue: CaptionQueue, *,
+                         older_than_s: float) -> list[int]:
+    """Send photos indexed longer than `older_than_s` whose text was never read back to the
+    OCR queue, but only while it is empty (a backlog means their task is still coming)."""
+    backlog: Callable[[], int | None] | None = getattr(ocr_queue, "backlog", None)
+    if backlog is not None:
+        waiting = backlog()
+        if waiting is None or waiting > 0:
+            return []
+    with factory() as session:
+        ids = ocr_waiting(session, changed_before=utcnow() - timedelta(seconds=older_than_s))
+    if ids:
+        ocr_queue.enqueue(ids)
+    return ids
+
+
 # ---- the doctor's checks -----------------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
-"""Background work of the gateway's lifespan: warm up the schema, re-queue lost caption work,
-fail the imports whose gateway died (`imports.fail_stale_imports`).
+"""Background work of the gateway's lifespan: warm up the schema, re-queue lost caption work
+(and photos whose OCR task was lost), fail the imports whose gateway died
+(`imports.fail_stale_imports`).
 
 A caption task can vanish without failing: its worker was SIGKILLed (Redis redelivers an
 unacknowledged task only after the visibility timeout, an hour) or Redis restarted without
@@ -16,7 +17,7 @@ import anyio
 
 from services.gateway.core.context import GatewayContext
 from services.gateway.imports import STALE_AFTER_S, fail_stale_imports
-from shared.consistency import requeue_stuck
+from shared.consistency import requeue_stuck, requeue_unread_texts
 from shared.errors import CapsearchError
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,19 @@ async def warm_up(context: GatewayContext) -> None:
             delay = min(delay * 2, WARMUP_RETRY_MAX_S)
 
 
+async def _requeue_unread_texts(context: GatewayContext) -> None:
+    assert context.ocr_queue is not None
+    sweep = partial(requeue_unread_texts, context.session_factory, context.ocr_queue,
+                    older_than_s=context.settings.requeue_after_s)
+    try:
+        ids = await anyio.to_thread.run_sync(sweep)
+    except Exception as exc:  # database or broker down: the next sweep tries again
+        log.warning("re-queueing photos for OCR failed: %s", type(exc).__name__)
+        return
+    if ids:
+        log.info("re-queued %d photos whose text was never read, e.g. %s", len(ids), ids[:10])
+
+
 async def sweep_forever(context: GatewayContext) -> None:
     """Every `requeue_interval_s`, re-queue images whose caption task was lost."""
     settings = context.settings
@@ -55,6 +69,8 @@ async def sweep_forever(context: GatewayContext) -> None:
         if ids:
             log.info("re-queued %d images whose caption task was lost, e.g. %s", len(ids),
                      ids[:10])
+        if context.ocr_queue is not None:
+            await _requeue_unread_texts(context)
         try:
             stale = await anyio.to_thread.run_sync(fail_stale_imports, context.session_factory)
         except Exception as exc:

@@ -27,7 +27,7 @@ from shared.db import (
     make_read_session_factory,
     make_session_factory,
 )
-from shared.queue import CaptionQueue, CeleryCaptionQueue
+from shared.queue import CaptionQueue, CeleryCaptionQueue, ocr_queue
 from shared.shards import make_index_client
 from shared.storage import BlobStore, make_blob_store
 
@@ -46,6 +46,9 @@ class GatewayContext:
     schema: SchemaGate | None = None
     # sessions of the query path's reads (autocommit on Postgres); None: `session_factory`
     read_session_factory: sessionmaker[Session] | None = None
+    # the OCR stage's queue, for re-sending photos whose text task was lost (None: OCR off,
+    # or the embedded mode, whose in-process queue finds them itself at start)
+    ocr_queue: CaptionQueue | None = None
 
     @property
     def reads(self) -> sessionmaker[Session]:
@@ -72,6 +75,7 @@ def build_context(settings: Settings) -> GatewayContext:
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.sqlalchemy_url)
+    celery = make_celery(settings)
     return GatewayContext(
         settings=settings,
         session_factory=make_session_factory(engine),
@@ -80,7 +84,8 @@ def build_context(settings: Settings) -> GatewayContext:
         encoder=CachedTextEncoder(make_encoder_client(settings),
                                   model=settings.embedding_model, max_entries=cache_entries()),
         index=make_index_client(settings),  # a fan-out when there are several shards
-        queue=CeleryCaptionQueue(make_celery(settings), settings.caption_batch_size),
+        queue=CeleryCaptionQueue(celery, settings.caption_batch_size),
+        ocr_queue=ocr_queue(celery, settings.ocr_batch_size) if settings.ocr else None,
         schema=SchemaGate(engine),
         read_session_factory=make_read_session_factory(make_read_engine(settings.sqlalchemy_url)),
     )

@@ -19,6 +19,7 @@ from shared.consistency import (
     DoctorDeps,
     examine,
     requeue_stuck,
+    requeue_unread_texts,
     stuck_images,
 )
 from shared.db import (
@@ -256,3 +257,16 @@ def test_doctor_counts_photos_waiting_for_ocr_and_requeues_the_stuck(
     assert ocr_queue.batches == [[1]]
     assert examine(deps(factory, store), repair=False, grace_s=0,
                    stuck_after_s=3600).ocr_waiting is None  # OCR off: not counted
+
+
+def test_photos_whose_text_was_never_read_are_requeued_once_the_ocr_queue_drained(
+        factory: sessionmaker[Session], store: LocalBlobStore) -> None:
+    add_image(factory, store, 1)
+    age(factory, 7200)
+    add_image(factory, store, 2)  # indexed just now: its OCR task is still coming
+    busy = FakeQueue(waiting=3)
+    assert requeue_unread_texts(factory, busy, older_than_s=600) == []
+    assert busy.batches == []
+    drained = FakeQueue(waiting=0)
+    assert requeue_unread_texts(factory, drained, older_than_s=600) == [1]
+    assert drained.batches == [[1]]
