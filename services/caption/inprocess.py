@@ -65,7 +65,7 @@ class InProcessCaptionQueue:
                                                ImageStatus.captioned.value]))
                 .order_by(ImageRecord.id)
             ).all()
-            unread = ocr_waiting(session) if self._ocr is not None else []
+            unread = ocr_waiting(session, limit=None) if self._ocr is not None else []
         if leftover:
             log.info("re-queueing %d images left unfinished", len(leftover))
             self.enqueue(leftover)

@@ -43,10 +43,10 @@ def _waiting() -> Select[tuple[int]]:
                    ImageText.image_id.is_(None)))
 
 
-def ocr_waiting(session: Session, limit: int = 10_000, *,
+def ocr_waiting(session: Session, limit: int | None = 10_000, *,
                 changed_before: datetime | None = None) -> list[int]:
-    """Ids of indexed images OCR has not read yet, oldest first (with `changed_before`: only
-    those whose row has not changed since, i.e. indexed before it)."""
+    """Ids of indexed images OCR has not read yet, oldest first, at most `limit` (None: all;
+    with `changed_before`: only those whose row has not changed since, i.e. indexed before)."""
     stmt = _waiting()
     if changed_before is not None:
         stmt = stmt.where(ImageRecord.updated_at < changed_before)
