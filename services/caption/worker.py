@@ -96,8 +96,8 @@ class WorkerContext:
             return self._deps
 
     def ocr_deps(self) -> OcrDeps | None:
-        """The OCR stage's engine (loaded on its first photo) and stores; None when OCR is
-        off or its package missing. A worker that only takes `ocr` never loads the CNN."""
+        """The OCR stage's engine (loaded on its first photo) and stores, built apart from
+        the caption models; None when OCR is off or its package missing."""
         session_factory = self.session_factory()
         with self._lock:
             if self._ocr is None:
@@ -213,7 +213,8 @@ def register_caption_task(app: Celery, context: WorkerContext) -> Task:
 
 class OcrTask(CaptionTask):
     """Base of the OCR task: retries as the caption task, but giving up fails no photo (it
-    stays indexed; `capsearch doctor --repair` sends it again)."""
+    stays indexed; the gateway's re-queue sweep, or `capsearch doctor --repair`, sends it
+    again)."""
 
     def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any,
                    einfo: Any) -> None:
