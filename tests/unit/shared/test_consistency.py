@@ -270,3 +270,11 @@ def test_photos_whose_text_was_never_read_are_requeued_once_the_ocr_queue_draine
     drained = FakeQueue(waiting=0)
     assert requeue_unread_texts(factory, drained, older_than_s=600) == [1]
     assert drained.batches == [[1]]
+
+
+def test_doctor_command_prints_how_many_photos_wait_for_ocr(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from capsearch.cli import main
+
+    assert main(["doctor", "--data-dir", str(tmp_path / "home"), "--grace", "0"]) == 0
+    assert "photos waiting for OCR (text in photos): 0" in capsys.readouterr().out
