@@ -59,7 +59,8 @@ class SearchForm:
     def filters(self) -> ImageFilters:
         """The form's filters; a date range that does not parse (or is upside down) is noted
         in `errors` and left out."""
-        start, end = self._range(self.date_from, self.date_to, ("uploaded from", "uploaded until"))
+        start, end = self._range(self.date_from, self.date_to,
+                                 ("uploaded from", "uploaded until"))
         taken_start, taken_end = self._range(self.taken_from, self.taken_to,
                                              ("taken from", "taken until"))
         _, low, high = SIZES.get(self.size, SIZES[""])
