@@ -5,12 +5,14 @@ path reading the date from the file."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from tests.support.exif import jpeg_taken
 from tests.unit.gateway.collection import Photo, seed
-from tests.unit.gateway.conftest import Gateway, assert_error
+from tests.unit.gateway.conftest import Gateway, GatewayFactory, assert_error
+from tests.unit.gateway.test_imports import wait_done
 
 
 def day(n: int, hour: int = 12) -> datetime:
@@ -132,3 +134,17 @@ def test_an_upload_stores_the_files_capture_date(gateway: Gateway) -> None:
     a, b, c = (item["id"] for item in resp.json()["images"])
     taken = {i: gateway.client.get(f"/v1/images/{i}").json()["taken_at"] for i in (a, b, c)}
     assert taken == {a: "2019-07-14T16:05:00Z", b: None, c: None}
+
+
+def test_a_folder_import_stores_the_capture_dates(make_gateway: GatewayFactory,
+                                                  tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    (root / "dated.jpg").write_bytes(jpeg_taken("2012:02:29 06:00:00", seed=4))
+    (root / "plain.jpg").write_bytes(jpeg_taken(None, seed=5))
+    gateway = make_gateway(import_roots=[root])
+    started = gateway.client.post("/v1/imports", json={"folder": str(root)}).json()
+    assert wait_done(gateway, started["id"])["added"] == 2
+    listed = gateway.client.get("/v1/images", params={"sort": "taken"}).json()["images"]
+    assert [(i["filename"], i["taken_at"]) for i in listed] == [
+        ("dated.jpg", "2012-02-29T06:00:00Z"), ("plain.jpg", None)]
