@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query")
     p.add_argument("-k", type=int, default=10, help="number of results")
     p.add_argument("--min-score", type=float, default=None)
+    search.add_order_arguments(p)
     p.add_argument("--url", default=None, help="gateway URL (default: CAPSEARCH_URL)")
     p.add_argument("--json", action="store_true", help="print the raw JSON response")
     p.set_defaults(func=search.run)

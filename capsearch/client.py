@@ -14,6 +14,7 @@ import mimetypes
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,9 @@ TERMINAL_STATUSES = frozenset({"indexed", "failed"})
 
 
 def _present(params: dict[str, Any]) -> dict[str, Any]:
-    """Without the parameters left unset."""
-    return {k: v for k, v in params.items() if v is not None}
+    """Without the parameters left unset; dates and date-times as ISO 8601."""
+    return {k: v.isoformat() if isinstance(v, date) else v
+            for k, v in params.items() if v is not None}
 
 
 class ApiError(Exception):
@@ -149,9 +151,11 @@ class CapsearchClient:
     def search(self, query: str, *, k: int = 10, min_score: float | None = None,
                nprobe: int | None = None, sort: str | None = None, hybrid: bool | None = None,
                cursor: str | None = None, **filters: Any) -> SearchResults:
-        """One page of results. `sort` is relevance|date; `filters` are date_from, date_to,
-        source, min_bytes, max_bytes, min_megapixels, max_megapixels; pass a page's
-        `next_cursor` as `cursor` for the next one."""
+        """One page of results. `sort` is relevance|date|taken (date: newest upload first;
+        taken: newest capture first, photos without a capture date after); `filters` are
+        date_from, date_to (upload), taken_from, taken_to (capture; ISO strings, `date` or
+        `datetime`), source, min_bytes, max_bytes, min_megapixels, max_megapixels; pass a
+        page's `next_cursor` as `cursor` for the next one. Each result carries `taken_at`."""
         params: dict[str, Any] = {"q": query, "k": k, "min_score": min_score,
                                   "nprobe": nprobe, "sort": sort, "cursor": cursor,
                                   "hybrid": None if hybrid is None else str(hybrid).lower(),
@@ -177,10 +181,11 @@ class CapsearchClient:
         return SimilarResults.model_validate(resp.json())
 
     def images(self, *, status: str | None = None, limit: int = 50, offset: int = 0,
-               **filters: Any) -> ImagePage:
-        """A page of images, newest first, with the same filters as `search`."""
+               sort: str | None = None, **filters: Any) -> ImagePage:
+        """A page of images, newest upload first (`sort="taken"`: newest capture first),
+        with the same filters as `search`."""
         resp = self._http.get("/v1/images", params=_present(
-            {"status": status, "limit": limit, "offset": offset, **filters}))
+            {"status": status, "limit": limit, "offset": offset, "sort": sort, **filters}))
         _raise_for(resp)
         return ImagePage.model_validate(resp.json())
 

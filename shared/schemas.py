@@ -114,7 +114,8 @@ class ImagePublic(BaseModel):
     width: int
     height: int
     size_bytes: int
-    created_at: datetime
+    created_at: datetime  # uploaded
+    taken_at: datetime | None = None  # captured (EXIF DateTimeOriginal); None: no usable date
     updated_at: datetime
     content_url: str
     thumbnail_url: str
@@ -141,7 +142,8 @@ class SearchResult(BaseModel):
     content_url: str
     thumbnail_url: str
     source: str | None = None
-    created_at: datetime | None = None
+    created_at: datetime | None = None  # uploaded
+    taken_at: datetime | None = None  # captured (EXIF); None: no usable date in the file
     width: int | None = None
     height: int | None = None
     size_bytes: int | None = None
@@ -154,7 +156,7 @@ class SearchResults(BaseModel):
     index_version: int | None = None
     partial: bool = False
     failed_shards: list[int] = []
-    sort: str = "relevance"  # relevance | date
+    sort: str = "relevance"  # relevance | date (uploaded) | taken (captured)
     hybrid: bool = False  # caption full-text matches fused into the order
     next_cursor: str | None = None  # pass as `cursor` for the next page; None on the last
 
@@ -196,7 +198,8 @@ class ImageLookupResult(BaseModel):
 
 
 class ImagePage(BaseModel):
-    """One page of `GET /v1/images`, newest first; `next_offset` is None on the last page."""
+    """One page of `GET /v1/images`, newest upload first (or, `sort=taken`, newest capture
+    first, undated after); `next_offset` is None on the last page."""
 
     images: list[ImagePublic]
     total: int

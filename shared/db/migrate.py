@@ -21,6 +21,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect
 
 from shared.db.fulltext import FTS_TABLE, POSTGRES_FTS_INDEX
+from shared.db.models import TAKEN_ORDER_INDEX
 from shared.errors import SchemaOutOfDate
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,13 @@ def base_revision() -> str:
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
-    """What autogenerate compares: not the full-text objects, which live outside the models
-    (an FTS5 table and its shadow tables in SQLite, an expression GIN index in Postgres)."""
+    """What autogenerate compares: not the objects that live outside the models (full text:
+    an FTS5 table and its shadow tables in SQLite, an expression GIN index in Postgres; the
+    capture-date order index, declared per dialect)."""
     if type_ == "table":
         return not (name or "").startswith(FTS_TABLE)
     if type_ == "index":
-        return name != POSTGRES_FTS_INDEX
+        return name not in (POSTGRES_FTS_INDEX, TAKEN_ORDER_INDEX)
     return True
 
 

@@ -53,6 +53,13 @@ class EmbeddingKind(enum.StrEnum):
     image = "image"  # the projection head's image vector (representations `image` and `fused`)
 
 
+# `sort=taken` reads `ORDER BY taken_at DESC NULLS LAST, id DESC` (undated photos after) from this
+# index, made by revision 0002 per dialect, outside the models (as the full-text objects):
+# Postgres needs NULLS LAST in the index, which SQLite cannot declare (its NULLs already sort
+# last in a descending order). It also serves the `taken_from`/`taken_to` range.
+TAKEN_ORDER_INDEX = "ix_images_taken_at_id"
+
+
 class ImageRecord(Base):
     """One uploaded photo; `sha256` is its content address (a re-upload finds this row)."""
 
@@ -69,6 +76,8 @@ class ImageRecord(Base):
     status: Mapped[str] = mapped_column(String(16), default=ImageStatus.pending, index=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # when the photo was taken (EXIF, shared/capture.py); None: no usable date in the file
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow

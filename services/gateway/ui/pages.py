@@ -84,16 +84,19 @@ def _sources(context: GatewayContext) -> list[SourceCount]:
 
 
 async def _recent(context: GatewayContext, form: SearchForm) -> list[SearchResult]:
-    """The newest indexed images (the home page without a query), within the filters."""
+    """The newest images (the home page without a query), within the filters: newest upload
+    first, or newest capture first when the form sorts by capture date."""
     filters = form.filters()
 
     def _load() -> list[SearchResult]:
         with context.session_factory() as session:
             page = images.list_images(session=session, status=None, limit=PAGE_SIZE, offset=0,
-                                      filters=filters)
+                                      filters=filters,
+                                      sort="taken" if form.sort == "taken" else "date")
         return [SearchResult(id=i.id, score=0.0, caption=i.caption, filename=i.filename,
                              content_url=i.content_url, thumbnail_url=i.thumbnail_url,
-                             source=i.source, created_at=i.created_at, width=i.width,
+                             source=i.source, created_at=i.created_at, taken_at=i.taken_at,
+                             width=i.width,
                              height=i.height, size_bytes=i.size_bytes) for i in page.images]
 
     return await anyio.to_thread.run_sync(_load)
