@@ -150,3 +150,20 @@ def test_similar_with_another_body_type_is_400(gateway: Gateway) -> None:
     resp = gateway.client.post("/v1/search/similar", content=b"image_id=1",
                                headers={"content-type": "text/plain"})
     assert_error(resp, 400, "unsupported_media_type")
+
+
+def test_the_search_page_finds_photos_like_a_chosen_photo(gateway: Gateway,
+                                                          photos: dict[str, int]) -> None:
+    page = gateway.client.get("/")
+    assert 'id="photo-search"' in page.text and 'action="/similar"' in page.text
+    gateway.photos.vector = unit(1, 0.15)
+    resp = gateway.client.post("/similar", files={"file": ("mine.jpg", synthetic_jpeg(seed=5))})
+    assert resp.status_code == 200, resp.text
+    assert "Photos like your photo" in resp.text
+    assert resp.text.index("a puppy") < resp.text.index("a car")
+
+
+def test_the_search_page_says_why_a_photo_cannot_be_searched(gateway: Gateway) -> None:
+    resp = gateway.client.post("/similar", files={"file": ("x.jpg", b"not a photo")})
+    assert 400 <= resp.status_code < 500 and "Cannot find similar photos" in resp.text
+    assert gateway.photos.photos == []
