@@ -186,11 +186,11 @@ def store_results(session_factory: sessionmaker[Session], *, captions: dict[int,
     ids = list(captions)
     with session_factory.begin() as session:
         if ids:
-            _upsert(session, Caption, ["image_id", "model"], [
+            upsert_rows(session, Caption, ["image_id", "model"], [
                 {"image_id": i, "text": captions[i], "model": captioner.name,
                  "model_version": captioner.version} for i in ids])
             kinds = {EmbeddingKind.caption: vectors, **(extra_vectors or {})}
-            _upsert(session, Embedding, ["image_id", "kind", "model"], [
+            upsert_rows(session, Embedding, ["image_id", "kind", "model"], [
                 {"image_id": i, "kind": kind.value, "model": models.get(kind, embedding_model),
                  "dim": int(vec.shape[0]), "vector": to_bytes(vec)}
                 for kind, rows in kinds.items() for i, vec in zip(ids, rows, strict=True)])
@@ -329,7 +329,7 @@ def group_batch(deps: PipelineDeps, stored: list[int], ids: list[int],
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-def _upsert(session: Session, model: type[Any], keys: list[str],
+def upsert_rows(session: Session, model: type[Any], keys: list[str],
             rows: list[dict[str, Any]]) -> None:
     """INSERT … ON CONFLICT (keys) DO UPDATE for many rows in one statement (SQLite/Postgres)."""
     dialect = session.get_bind().dialect.name

@@ -14,6 +14,7 @@ from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.caption.backfill import backfill_duplicates
 from services.caption.example import embed_photo
 from services.caption.pipeline import PipelineDeps, caption_images
 from services.search.service import IndexService
@@ -107,3 +108,26 @@ def test_a_query_photo_that_does_not_decode_is_refused(deps: PipelineDeps) -> No
     with pytest.raises(CapsearchError) as refused:
         embed_photo(b"\xff\xd8\xff garbage", deps)
     assert 400 <= refused.value.status_code < 500
+
+
+def test_backfill_groups_photos_indexed_before_duplicates_existed(
+        deps: PipelineDeps, dup_deps: PipelineDeps, store: LocalBlobStore,
+        coco_images: list[Path]) -> None:
+    factory = deps.session_factory
+    data = coco_images[4].read_bytes()
+    ids = [add_image(factory, store, data, name="a.jpg"),
+           add_image(factory, store, smaller_copy(data), name="b.jpg"),
+           add_image(factory, store, coco_images[5].read_bytes(), name="c.jpg")]
+    caption_images(ids, deps=deps)  # duplicates off: no vectors, no groups
+    assert groups(factory) == []
+    seen: list[tuple[int, int]] = []
+    assert dup_deps.duplicates is not None
+    report = backfill_duplicates(settings=deps.settings, session_factory=factory, store=store,
+                                 index=dup_deps.duplicates, batch_size=2,
+                                 progress=lambda done, total: seen.append((done, total)))
+    assert (report.done, report.failed, report.pairs) == (3, {}, 2)  # the pair, both ways
+    assert seen == [(2, 3), (3, 3)]
+    assert groups(factory) == [(ids[0], ids[1])]
+    again = backfill_duplicates(settings=deps.settings, session_factory=factory, store=store,
+                                index=dup_deps.duplicates)
+    assert again.done == 0  # resumable: nothing left to do
