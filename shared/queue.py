@@ -84,6 +84,8 @@ class CeleryPhotoEncoder:
         return await anyio.to_thread.run_sync(self._embed, data)
 
     def _embed(self, data: bytes) -> NDArray[np.float32]:
+        """Blocking, in a thread of its own: several wait at once on the result consumer,
+        whose pubsub Celery serialises since 5.7 (the floor in pyproject.toml)."""
         from celery.exceptions import TimeoutError as CeleryTimeout
 
         try:

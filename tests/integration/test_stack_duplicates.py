@@ -5,6 +5,7 @@ asks the worker for a query photo's vector over Celery/Redis; Postgres and S3 ar
 from __future__ import annotations
 
 import io
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,19 @@ def test_similar_by_a_photo_outside_the_collection_stores_nothing(
         assert stack.count("images") == rows and stack.object_keys() == keys
         by_id = client.similar(uploaded[0].id, k=3)  # the JSON form keeps working
         assert by_id.results[0].id == uploaded[0].id
+
+
+def test_photo_queries_at_the_same_time_each_get_their_own_answer(
+        stack: RunningStack, photos: list[Path], tmp_path: Path) -> None:
+    """Several gateway threads wait on the result backend at once (one Redis pubsub)."""
+    queries = []
+    for n, path in enumerate(photos[3:6]):
+        query = tmp_path / f"q{n}.jpg"
+        ImageOps.flip(Image.open(path).convert("RGB")).save(query, quality=80)
+        queries.append(query)
+    with CapsearchClient(stack.url) as client:
+        alone = [client.similar(path=q, k=3) for q in queries]
+        with ThreadPoolExecutor(len(queries)) as pool:
+            together = list(pool.map(lambda q: client.similar(path=q, k=3), queries))
+    assert [[r.id for r in a.results] for a in alone] == [
+        [r.id for r in t.results] for t in together]
