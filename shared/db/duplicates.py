@@ -13,19 +13,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from shared.db.models import DuplicateMember, DuplicatePair, ImageRecord
 from shared.db.queries import chunked
 from shared.duplicates import DuplicateGroup, DuplicateGroups
 
+# the Postgres advisory lock every transaction that merges groups takes: two workers merging
+# overlapping groups at once would otherwise each move members to a different group id
+_MERGE_LOCK = 190_019
+
 
 def record_pairs(session: Session, pairs: Sequence[tuple[int, int, float]]) -> int:
     """Store confirmed pairs (a < b or not) and merge the groups they join; idempotent.
-    Returns how many groups the pairs touched after merging."""
+    Returns how many groups the pairs form among themselves."""
     if not pairs:
         return 0
+    if session.get_bind().dialect.name == "postgresql":  # SQLite: one writer at a time anyway
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MERGE_LOCK})
     norm = {(min(a, b), max(a, b)): float(s) for a, b, s in pairs if a != b}
     ids = sorted({i for pair in norm for i in pair})
     live = set(session.scalars(select(ImageRecord.id).where(ImageRecord.id.in_(ids))))
@@ -39,10 +45,10 @@ def record_pairs(session: Session, pairs: Sequence[tuple[int, int, float]]) -> i
         session.execute(DuplicatePair.__table__.insert(), fresh)
     local = DuplicateGroups()
     local.add_all((a, b, s) for (a, b), s in norm.items())
-    touched = {local.group_of(i) for i in live}
-    for component in {frozenset(g.ids) for g in local.groups()}:
-        _merge(session, sorted(component))
-    return len(touched)
+    components = local.groups()
+    for component in components:
+        _merge(session, list(component.ids))
+    return len(components)
 
 
 def _merge(session: Session, members: list[int]) -> None:
@@ -83,7 +89,8 @@ class GroupPage:
 
 def group_page(session: Session, *, after: int, limit: int) -> GroupPage:
     """Up to `limit` stored groups with an id above `after`, in group-id order, each as its
-    connected parts of two or more photos (so a page may hold a few more than `limit`)."""
+    connected parts of two or more photos (so a page may hold a few more or fewer groups
+    than `limit`, after deletions)."""
     ids = list(session.scalars(
         select(DuplicateMember.group_id).where(DuplicateMember.group_id > after)
         .group_by(DuplicateMember.group_id).having(func.count() >= 2)
