@@ -26,7 +26,7 @@ from shared.config import Settings
 from shared.db import ImageRecord
 from shared.db.queries import load_vectors
 from shared.db.session import read_once_more
-from shared.errors import Conflict, DependencyUnavailable, NotFound
+from shared.errors import Conflict, DependencyTimeout, DependencyUnavailable, NotFound
 from shared.images import check_image
 from shared.queue import PhotoEncoder
 from shared.schemas import SimilarResults
@@ -73,8 +73,12 @@ async def example_by_photo(data: bytes, *, settings: Settings, photos: PhotoEnco
         raise DependencyUnavailable("this gateway cannot embed photos (no caption worker)")
     await anyio.to_thread.run_sync(lambda: check_image(
         data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels))
-    with anyio.fail_after(settings.similar_timeout_s + 5):  # the encoder's own timeout first
-        vector = await photos.embed_photo(data)
+    try:  # the Celery encoder times out by itself first; the in-process one only here
+        with anyio.fail_after(settings.similar_timeout_s + 5):
+            vector = await photos.embed_photo(data)
+    except TimeoutError:
+        raise DependencyTimeout(f"the photo was not embedded within "
+                                f"{settings.similar_timeout_s:g} s") from None
     return Example(image_id=None, vector=vector)
 
 

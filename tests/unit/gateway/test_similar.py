@@ -3,8 +3,10 @@ or by a photo outside the collection, embedded by the caption worker and not kep
 
 from __future__ import annotations
 
+import anyio
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from shared.db import Embedding
 from shared.errors import DependencyTimeout, DependencyUnavailable
@@ -112,6 +114,20 @@ def test_a_worker_that_does_not_answer_is_a_json_5xx(gateway: Gateway, error: Ex
     resp = gateway.client.post("/v1/search/similar",
                                files={"file": ("new.jpg", synthetic_jpeg(seed=9))})
     assert_error(resp, status)
+
+
+def test_a_photo_encoder_that_hangs_is_a_504(make_gateway: GatewayFactory) -> None:
+    gateway = make_gateway(similar_timeout_s=0.01)  # + the 5 s grace of the gateway's own wait
+    release = anyio.Event()
+
+    async def hang(data: bytes) -> NDArray[np.float32]:
+        await release.wait()
+        raise AssertionError("never answered")
+
+    gateway.photos.embed_photo = hang  # type: ignore[method-assign]
+    resp = gateway.client.post("/v1/search/similar",
+                               files={"file": ("new.jpg", synthetic_jpeg(seed=9))})
+    assert_error(resp, 504, "dependency_timeout")
 
 
 def test_without_a_photo_encoder_a_photo_outside_the_collection_is_503(gateway: Gateway
