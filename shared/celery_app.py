@@ -9,7 +9,7 @@ from shared.config import Settings, get_settings
 CAPTION_QUEUE = "caption"
 CAPTION_TASK = "capsearch.caption_images"
 # a query by a photo outside the collection: its vector, computed while the request waits, on
-# a queue of its own so it never waits behind the caption backlog (the worker consumes both)
+# a queue of its own so it never waits behind the caption backlog (the worker takes from both)
 SIMILAR_QUEUE = "similar"
 EMBED_PHOTO_TASK = "capsearch.embed_photo"
 

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     context = WorkerContext(settings)
     app = create_celery_app(settings, context)
     context.warm_up()  # the solo pool runs the tasks in this process: load its models now
-    # `similar` first: a waiting query's photo is taken before the next caption batch
+    # a queue of its own for query photos: the Redis transport takes from both in turn, so a
+    # waiting query runs after the batch in progress, never behind the caption backlog
     args = ["worker", "--queues", f"{SIMILAR_QUEUE},{CAPTION_QUEUE}", "--pool", "solo",
             "--loglevel", settings.log_level, "--hostname", "caption@%h"]
     app.worker_main(args + list(sys.argv[1:] if argv is None else argv))
