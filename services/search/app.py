@@ -118,9 +118,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.sqlalchemy_url)
         factory = make_session_factory(engine)
         app.state.service = IndexService(settings, factory)
-        # the near-duplicate vectors' own index: an upload's nearest stored photos
-        app.state.dup_service = IndexService(settings, factory, kind=EmbeddingKind.dup,
-                                             model=duplicate_vector_model(settings))
+        if settings.duplicates:  # the near-duplicate vectors' own index: an upload's nearest
+            app.state.dup_service = IndexService(settings, factory, kind=EmbeddingKind.dup,
+                                                 model=duplicate_vector_model(settings))
     app.state.work = BlockingWork()
     services = [s for s in (app.state.service, app.state.dup_service) if s is not None]
     loader = IndexLoader(app, engine) if not all(s.loaded for s in services) else None

@@ -85,3 +85,10 @@ def test_an_app_without_a_duplicate_index_answers_503(settings: Settings,
         resp = client.post("/v1/duplicates/search", json={"vector": [1.0, 0.0], "k": 1})
     assert resp.status_code == 503
     assert resp.json()["error"]["code"] == "dependency_unavailable"
+
+
+def test_with_duplicates_off_the_service_holds_no_duplicate_index(settings: Settings) -> None:
+    off = settings.model_copy(update={"duplicates": False})
+    with TestClient(create_app(off)) as client:
+        resp = client.get("/v1/duplicates/index/stats")
+    assert resp.status_code == 503
