@@ -14,8 +14,12 @@ the caption's text vector; with `image` or `fused` the worker also stores the ca
 vector (kind `text`) and the projection head's image vector (kind `image`, from the same CNN
 pass as the caption), and the
 served vector is the image vector, or the head's fusion of it with the text vector of the
-photo's tag caption (`services/caption/projection.py`). Queries need no change: every vector
-lives in the text encoder's space.
+photo's tag caption (`services/caption/projection.py`). Queries need no change: every served
+vector lives in the text encoder's space.
+
+Near-duplicates (`PipelineDeps.duplicates`, the search service's duplicate index): the same
+CNN pass's GeM vector is stored too (kind `dup`, under the CNN's name), and after indexing the
+batch joins or merges duplicate groups (`grouping.py`) before it is marked indexed.
 """
 
 from __future__ import annotations

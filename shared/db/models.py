@@ -46,7 +46,7 @@ class ImageStatus(enum.StrEnum):
 
 
 class EmbeddingKind(enum.StrEnum):
-    """What an `embeddings` row holds for its image (every vector lives in the text encoder's
+    """What an `embeddings` row holds for its image (all but `dup` live in the text encoder's
     space). `caption` is the vector the search index serves, whatever the representation
     setting made it (caption text, image or fused: services/caption/pipeline.py)."""
 
