@@ -13,7 +13,7 @@ from __future__ import annotations
 import mimetypes
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ import httpx
 
 from shared.schemas import (
     MAX_LOOKUP_IDS,
+    DuplicateGroupPage,
+    DuplicateGroupPublic,
     ImageLookupResult,
     ImagePage,
     ImagePublic,
@@ -166,7 +168,8 @@ class CapsearchClient:
 
     def similar(self, image_id: int | None = None, *, path: Path | str | None = None,
                 k: int = 10, min_score: float | None = None) -> SimilarResults:
-        """Images like one of the collection (by id, or a local copy of its file), it first."""
+        """Images like one of the collection (by id, or a local copy of its file), it first;
+        or like any other local photo (`path`), which the server embeds and does not keep."""
         if (image_id is None) == (path is None):
             raise ValueError("give exactly one of image_id and path")
         if path is not None:
@@ -179,6 +182,23 @@ class CapsearchClient:
                 {"image_id": image_id, "k": k, "min_score": min_score}))
         _raise_for(resp)
         return SimilarResults.model_validate(resp.json())
+
+    def duplicates(self, *, limit: int = 50, cursor: str | None = None) -> DuplicateGroupPage:
+        """One page of near-duplicate groups; pass its `next_cursor` as `cursor` for the next."""
+        resp = self._http.get("/v1/duplicates", params=_present({"limit": limit,
+                                                                 "cursor": cursor}))
+        _raise_for(resp)
+        return DuplicateGroupPage.model_validate(resp.json())
+
+    def all_duplicates(self, *, limit: int = 200) -> Iterator[DuplicateGroupPublic]:
+        """Every near-duplicate group, page after page."""
+        cursor: str | None = None
+        while True:
+            page = self.duplicates(limit=limit, cursor=cursor)
+            yield from page.groups
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
 
     def images(self, *, status: str | None = None, limit: int = 50, offset: int = 0,
                sort: str | None = None, **filters: Any) -> ImagePage:

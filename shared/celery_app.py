@@ -8,6 +8,10 @@ from shared.config import Settings, get_settings
 
 CAPTION_QUEUE = "caption"
 CAPTION_TASK = "capsearch.caption_images"
+# a query by a photo outside the collection: its vector, computed while the request waits, on
+# a queue of its own so it never waits behind the caption backlog (the worker takes from both)
+SIMILAR_QUEUE = "similar"
+EMBED_PHOTO_TASK = "capsearch.embed_photo"
 
 
 def make_celery(settings: Settings | None = None) -> Celery:
@@ -20,7 +24,8 @@ def make_celery(settings: Settings | None = None) -> Celery:
     )
     app.conf.update(
         task_default_queue=CAPTION_QUEUE,
-        task_routes={CAPTION_TASK: {"queue": CAPTION_QUEUE}},
+        task_routes={CAPTION_TASK: {"queue": CAPTION_QUEUE},
+                     EMBED_PHOTO_TASK: {"queue": SIMILAR_QUEUE}},
         # a task is acknowledged only when it finished; a killed worker's task is redelivered
         task_acks_late=True,
         task_reject_on_worker_lost=True,

@@ -209,13 +209,31 @@ class ImagePage(BaseModel):
 
 
 class SimilarResults(BaseModel):
-    """Images like `image_id`, most similar first; the image itself leads (score ~1)."""
+    """Images like `image_id`, most similar first; the image itself leads (score ~1). For an
+    uploaded photo the collection does not hold, `image_id` is None and nothing leads."""
 
-    image_id: int
+    image_id: int | None
     k: int
     results: list[SearchResult]
     index_version: int | None = None
     partial: bool = False
+
+
+class DuplicateGroupPublic(BaseModel):
+    """Photos judged the same (resized, re-encoded, lightly edited copies): ids ascending, and
+    the weakest confirmed cosine between them (`score`)."""
+
+    ids: list[int]
+    score: float
+
+
+class DuplicateGroupPage(BaseModel):
+    """One page of `GET /v1/duplicates`; pass `next_cursor` as `cursor` for the next (None on
+    the last page)."""
+
+    groups: list[DuplicateGroupPublic]
+    limit: int
+    next_cursor: str | None = None
 
 
 class SourceCount(BaseModel):

@@ -1,4 +1,4 @@
-"""`capsearch search TEXT`: query the gateway."""
+"""`capsearch search TEXT` or `capsearch search --similar-file PATH`: query the gateway."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import argparse
 
 from capsearch.client import CapsearchClient
 from shared.config import get_settings
-from shared.schemas import SearchResults
+from shared.schemas import SearchResults, SimilarResults
 
 
-def print_results(results: SearchResults) -> None:
+def print_results(results: SearchResults | SimilarResults) -> None:
     if not results.results:
         print("  (no results)")
     for rank, hit in enumerate(results.results, 1):
@@ -36,11 +36,18 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     url = args.url or settings.url
     key = settings.api_key.get_secret_value() if settings.api_key else None
+    if (args.query is None) == (args.similar_file is None):
+        raise SystemExit("capsearch search: give a query or --similar-file PATH (one of them)")
     with CapsearchClient(url, api_key=key) as client:
-        results = client.search(args.query, k=args.k, min_score=args.min_score,
-                                sort=args.sort, taken_from=args.taken_from,
-                                taken_to=args.taken_to, date_from=args.date_from,
-                                date_to=args.date_to)
+        results: SearchResults | SimilarResults
+        if args.similar_file is not None:
+            results = client.similar(path=args.similar_file, k=args.k,
+                                     min_score=args.min_score)
+        else:
+            results = client.search(args.query, k=args.k, min_score=args.min_score,
+                                    sort=args.sort, taken_from=args.taken_from,
+                                    taken_to=args.taken_to, date_from=args.date_from,
+                                    date_to=args.date_to)
     if args.json:
         print(results.model_dump_json())
     else:

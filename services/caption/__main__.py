@@ -1,4 +1,5 @@
-"""`python -m services.caption [celery worker options]`: a caption worker on queue `caption`.
+"""`python -m services.caption [celery worker options]`: a caption worker on queues `caption`
+and `similar` (query photos' vectors).
 
 Defaults to the solo pool (one task at a time in this process: its CNN passes already run on
 every core, one single-threaded stream each, `CAPSEARCH_CPU_STREAMS`); extra arguments go to
@@ -10,7 +11,7 @@ from __future__ import annotations
 import sys
 
 from services.caption.worker import WorkerContext, create_celery_app
-from shared.celery_app import CAPTION_QUEUE
+from shared.celery_app import CAPTION_QUEUE, SIMILAR_QUEUE
 from shared.config import get_settings
 from shared.db.migrate import require_current_at_start
 from shared.devices import set_torch_threads
@@ -31,7 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     context = WorkerContext(settings)
     app = create_celery_app(settings, context)
     context.warm_up()  # the solo pool runs the tasks in this process: load its models now
-    args = ["worker", "--queues", CAPTION_QUEUE, "--pool", "solo",
+    # a queue of its own for query photos: the Redis transport takes from both in turn, so a
+    # waiting query runs after the batch in progress, never behind the caption backlog
+    args = ["worker", "--queues", f"{SIMILAR_QUEUE},{CAPTION_QUEUE}", "--pool", "solo",
             "--loglevel", settings.log_level, "--hostname", "caption@%h"]
     app.worker_main(args + list(sys.argv[1:] if argv is None else argv))
 

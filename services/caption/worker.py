@@ -1,4 +1,6 @@
-"""The Celery transport around the pipeline: the `capsearch.caption_images` task.
+"""The Celery transport around the pipeline: the `capsearch.caption_images` task, and
+`capsearch.embed_photo` (a query photo's vector, `example.py`, answered through the result
+backend while the gateway waits).
 
 The task takes image ids (never objects), builds its dependencies once per worker process (at
 start-up, `WorkerContext.warm_up`, or else on first use), retries transient failures with
@@ -8,6 +10,7 @@ yet `failed` with the reason.
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -19,6 +22,7 @@ from celery import Celery, Task
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.caption.captioners import build_captioner
+from services.caption.example import embed_photo
 from services.caption.pipeline import (
     TRANSIENT_ERRORS,
     PipelineDeps,
@@ -27,11 +31,12 @@ from services.caption.pipeline import (
 )
 from services.caption.projection import build_embedder
 from shared.blocking import BlockingEncoder, BlockingIndex
-from shared.celery_app import CAPTION_TASK, make_celery
+from shared.celery_app import CAPTION_TASK, EMBED_PHOTO_TASK, make_celery
 from shared.clients import make_encoder_client
 from shared.config import Settings, get_settings
 from shared.db import make_engine, make_session_factory
 from shared.db.migrate import require_current
+from shared.errors import CapsearchError
 from shared.logging import request_id_var
 from shared.shards import make_index_client
 from shared.storage import make_blob_store
@@ -107,6 +112,8 @@ def build_worker_deps(settings: Settings, session_factory: sessionmaker[Session]
         encoder=BlockingEncoder(make_encoder_client(settings)),
         # every search shard receives every add and keeps the vectors it owns
         index=BlockingIndex(make_index_client(settings)),
+        duplicates=(BlockingIndex(make_index_client(settings, space="duplicates"))
+                    if settings.duplicates else None),
     )
 
 
@@ -181,10 +188,31 @@ def register_caption_task(app: Celery, context: WorkerContext) -> Task:
     return caption_images_task  # type: ignore[no-any-return]
 
 
+def register_embed_photo_task(app: Celery, context: WorkerContext) -> Task:
+    """Add `capsearch.embed_photo`: base64 bytes of a checked photo → {"vector": [...]}, or
+    {"error": ...} when it does not decode (no retry: the gateway waits for this answer)."""
+
+    @app.task(name=EMBED_PHOTO_TASK, bind=True, shared=False, ignore_result=False,
+              max_retries=0, acks_late=False)
+    def embed_photo_task(self: Task, data: str) -> dict[str, Any]:
+        token = request_id_var.set(request_id_of(self.request))
+        try:
+            vector = embed_photo(base64.b64decode(data), context.deps())
+            return {"vector": vector.tolist()}
+        except CapsearchError as exc:
+            return {"error": exc.message}
+        finally:
+            request_id_var.reset(token)
+
+    return embed_photo_task  # type: ignore[no-any-return]
+
+
 def create_celery_app(settings: Settings | None = None,
                       context: WorkerContext | None = None) -> Celery:
-    """The worker's Celery app with the caption task registered."""
+    """The worker's Celery app with its tasks registered."""
     settings = settings or get_settings()
     app = make_celery(settings)
-    register_caption_task(app, context or WorkerContext(settings))
+    context = context or WorkerContext(settings)
+    register_caption_task(app, context)
+    register_embed_photo_task(app, context)
     return app

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.gateway.filters import ImageFilters
 from shared.clients import IndexClient
 from shared.db import Caption, Embedding, ImageRecord, ImageStatus, Membership
+from shared.db.duplicates import forget as forget_duplicates
 from shared.db.models import aware
 from shared.db.queries import latest_caption
 from shared.errors import CapsearchError, NotFound
@@ -137,6 +138,7 @@ def _delete_rows(session_factory: sessionmaker[Session], image_id: int) -> str |
         # the FKs cascade too; explicit deletes keep a backend without FK enforcement clean
         for child in (Membership, Embedding, Caption):
             session.execute(delete(child).where(child.image_id == image_id))
+        forget_duplicates(session, [image_id])
         session.execute(delete(ImageRecord).where(ImageRecord.id == image_id))
         return sha
 

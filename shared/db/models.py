@@ -1,5 +1,6 @@
 """Tables: images, captions, embeddings (per-image representations), index versions,
-centroids and memberships. Portable between SQLite (embedded) and Postgres."""
+centroids, memberships, near-duplicate pairs and groups. Portable between SQLite (embedded)
+and Postgres."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -44,13 +46,15 @@ class ImageStatus(enum.StrEnum):
 
 
 class EmbeddingKind(enum.StrEnum):
-    """What an `embeddings` row holds for its image (every vector lives in the text encoder's
+    """What an `embeddings` row holds for its image (all but `dup` live in the text encoder's
     space). `caption` is the vector the search index serves, whatever the representation
     setting made it (caption text, image or fused: services/caption/pipeline.py)."""
 
     caption = "caption"
     text = "text"  # the caption's own text vector (representations `image` and `fused`)
     image = "image"  # the projection head's image vector (representations `image` and `fused`)
+    # the CNN's GeM-pooled features (not the text space): near-duplicates (shared/duplicates.py)
+    dup = "dup"
 
 
 # `sort=taken` reads `ORDER BY taken_at DESC NULLS LAST, id DESC` (undated photos after) from this
@@ -162,6 +166,31 @@ class Membership(Base):
         ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
     )
     cluster_id: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class DuplicatePair(Base):
+    """Two photos judged the same (`shared/duplicates.py`): ids ascending, their cosine."""
+
+    __tablename__ = "duplicate_pairs"
+
+    image_a: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_b: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    score: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class DuplicateMember(Base):
+    """An image's near-duplicate group: the smallest image id the group has held."""
+
+    __tablename__ = "duplicate_members"
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    group_id: Mapped[int] = mapped_column(BigId, nullable=False, index=True)
 
 
 class ApiKey(Base):

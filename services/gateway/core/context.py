@@ -27,7 +27,7 @@ from shared.db import (
     make_read_session_factory,
     make_session_factory,
 )
-from shared.queue import CaptionQueue, CeleryCaptionQueue
+from shared.queue import CaptionQueue, CeleryCaptionQueue, CeleryPhotoEncoder, PhotoEncoder
 from shared.shards import make_index_client
 from shared.storage import BlobStore, make_blob_store
 
@@ -42,6 +42,8 @@ class GatewayContext:
     encoder: EncoderClient
     index: IndexClient
     queue: CaptionQueue
+    # a query photo outside the collection → its vector (the caption worker's models)
+    photos: PhotoEncoder | None = None
     # checks the schema once the database answers (None: the caller migrated it already)
     schema: SchemaGate | None = None
     # sessions of the query path's reads (autocommit on Postgres); None: `session_factory`
@@ -72,6 +74,7 @@ def build_context(settings: Settings) -> GatewayContext:
     if settings.database_url is None:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.sqlalchemy_url)
+    celery = make_celery(settings)
     return GatewayContext(
         settings=settings,
         session_factory=make_session_factory(engine),
@@ -80,7 +83,8 @@ def build_context(settings: Settings) -> GatewayContext:
         encoder=CachedTextEncoder(make_encoder_client(settings),
                                   model=settings.embedding_model, max_entries=cache_entries()),
         index=make_index_client(settings),  # a fan-out when there are several shards
-        queue=CeleryCaptionQueue(make_celery(settings), settings.caption_batch_size),
+        queue=CeleryCaptionQueue(celery, settings.caption_batch_size),
+        photos=CeleryPhotoEncoder(celery, settings.similar_timeout_s),
         schema=SchemaGate(engine),
         read_session_factory=make_read_session_factory(make_read_engine(settings.sqlalchemy_url)),
     )

@@ -117,3 +117,22 @@ def test_foreign_keys_are_enforced_again_after_an_upgrade(engine: Engine) -> Non
     upgrade(engine)  # migrations run with them off (batch copies would cascade otherwise)
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+def test_the_duplicates_revision_keeps_every_row_and_its_tables_cascade(engine: Engine
+                                                                       ) -> None:
+    """0001 → head keeps the rows; the new pair and group rows go with their images."""
+    upgrade(engine, base_revision())
+    written = fill_every_table(engine)
+    upgrade(engine)
+    assert missing_rows(engine, written) == []
+    a, b = (row["id"] for row in written["images"])
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO duplicate_pairs (image_a, image_b, score) "
+                          "VALUES (:a, :b, 0.9)"), {"a": a, "b": b})
+        conn.execute(text("INSERT INTO duplicate_members (image_id, group_id) "
+                          "VALUES (:a, :a), (:b, :a)"), {"a": a, "b": b})
+        conn.execute(text("DELETE FROM images WHERE id = :b"), {"b": b})
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM duplicate_pairs")).scalar() == 0
+        assert conn.execute(text("SELECT image_id FROM duplicate_members")).scalars().all() == [a]
