@@ -1,4 +1,5 @@
-"""The `capsearch` command: serve, ingest, search, image, demo, eval, stack, deps, keys, db."""
+"""The `capsearch` command: serve, ingest, search, image, demo, eval, stack, deps, keys, db,
+doctor, duplicates, train."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from capsearch.commands import (
     demo,
     deps,
     doctor,
+    duplicates,
     eval_captions,
     evaluate,
     image,
@@ -49,10 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--watch state file (default: under the data dir; resumable)")
     p.set_defaults(func=ingest.run)
 
-    p = sub.add_parser("search", help="search the photos with a text query")
-    p.add_argument("query")
+    p = sub.add_parser("search", help="search the photos with a text query (or a photo)")
+    p.add_argument("query", nargs="?", default=None)
+    p.add_argument("--similar-file", type=Path, default=None, metavar="PATH",
+                   help="find photos like this local photo instead (it is not uploaded)")
     p.add_argument("-k", type=int, default=10, help="number of results")
     p.add_argument("--min-score", type=float, default=None)
+    search.add_order_arguments(p)
     p.add_argument("--url", default=None, help="gateway URL (default: CAPSEARCH_URL)")
     p.add_argument("--json", action="store_true", help="print the raw JSON response")
     p.set_defaults(func=search.run)
@@ -86,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser(sub)
     doctor.add_parser(sub)
     image.add_parser(sub)
+    duplicates.add_parser(sub)
     train.add_parsers(sub)
     return parser
 

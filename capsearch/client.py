@@ -13,7 +13,8 @@ from __future__ import annotations
 import mimetypes
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ import httpx
 
 from shared.schemas import (
     MAX_LOOKUP_IDS,
+    DuplicateGroupPage,
+    DuplicateGroupPublic,
     ImageLookupResult,
     ImagePage,
     ImagePublic,
@@ -37,8 +40,9 @@ TERMINAL_STATUSES = frozenset({"indexed", "failed"})
 
 
 def _present(params: dict[str, Any]) -> dict[str, Any]:
-    """Without the parameters left unset."""
-    return {k: v for k, v in params.items() if v is not None}
+    """Without the parameters left unset; dates and date-times as ISO 8601."""
+    return {k: v.isoformat() if isinstance(v, date) else v
+            for k, v in params.items() if v is not None}
 
 
 class ApiError(Exception):
@@ -149,9 +153,11 @@ class CapsearchClient:
     def search(self, query: str, *, k: int = 10, min_score: float | None = None,
                nprobe: int | None = None, sort: str | None = None, hybrid: bool | None = None,
                cursor: str | None = None, **filters: Any) -> SearchResults:
-        """One page of results. `sort` is relevance|date; `filters` are date_from, date_to,
-        source, min_bytes, max_bytes, min_megapixels, max_megapixels; pass a page's
-        `next_cursor` as `cursor` for the next one."""
+        """One page of results. `sort` is relevance|date|taken (date: newest upload first;
+        taken: newest capture first, photos without a capture date after); `filters` are
+        date_from, date_to (upload), taken_from, taken_to (capture; ISO strings, `date` or
+        `datetime`), source, min_bytes, max_bytes, min_megapixels, max_megapixels; pass a
+        page's `next_cursor` as `cursor` for the next one. Each result carries `taken_at`."""
         params: dict[str, Any] = {"q": query, "k": k, "min_score": min_score,
                                   "nprobe": nprobe, "sort": sort, "cursor": cursor,
                                   "hybrid": None if hybrid is None else str(hybrid).lower(),
@@ -162,7 +168,8 @@ class CapsearchClient:
 
     def similar(self, image_id: int | None = None, *, path: Path | str | None = None,
                 k: int = 10, min_score: float | None = None) -> SimilarResults:
-        """Images like one of the collection (by id, or a local copy of its file), it first."""
+        """Images like one of the collection (by id, or a local copy of its file), it first;
+        or like any other local photo (`path`), which the server embeds and does not keep."""
         if (image_id is None) == (path is None):
             raise ValueError("give exactly one of image_id and path")
         if path is not None:
@@ -176,11 +183,29 @@ class CapsearchClient:
         _raise_for(resp)
         return SimilarResults.model_validate(resp.json())
 
+    def duplicates(self, *, limit: int = 50, cursor: str | None = None) -> DuplicateGroupPage:
+        """One page of near-duplicate groups; pass its `next_cursor` as `cursor` for the next."""
+        resp = self._http.get("/v1/duplicates", params=_present({"limit": limit,
+                                                                 "cursor": cursor}))
+        _raise_for(resp)
+        return DuplicateGroupPage.model_validate(resp.json())
+
+    def all_duplicates(self, *, limit: int = 200) -> Iterator[DuplicateGroupPublic]:
+        """Every near-duplicate group, page after page."""
+        cursor: str | None = None
+        while True:
+            page = self.duplicates(limit=limit, cursor=cursor)
+            yield from page.groups
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
     def images(self, *, status: str | None = None, limit: int = 50, offset: int = 0,
-               **filters: Any) -> ImagePage:
-        """A page of images, newest first, with the same filters as `search`."""
+               sort: str | None = None, **filters: Any) -> ImagePage:
+        """A page of images, newest upload first (`sort="taken"`: newest capture first),
+        with the same filters as `search`."""
         resp = self._http.get("/v1/images", params=_present(
-            {"status": status, "limit": limit, "offset": offset, **filters}))
+            {"status": status, "limit": limit, "offset": offset, "sort": sort, **filters}))
         _raise_for(resp)
         return ImagePage.model_validate(resp.json())
 

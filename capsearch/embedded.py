@@ -20,12 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from capsearch.client import CapsearchClient
 from shared.clients import SyncEncoder
 from shared.config import Settings
-from shared.db import make_engine, make_session_factory
+from shared.db import EmbeddingKind, make_engine, make_session_factory
 from shared.db.migrate import upgrade
+from shared.duplicates import duplicate_vector_model
 from shared.storage import BlobStore, make_blob_store
 
 if TYPE_CHECKING:  # the services load torch & co.: imported when the stack is built, not before
-    from services.caption.inprocess import InProcessCaptionQueue
+    from services.caption.inprocess import InProcessCaptionQueue, InProcessPhotoEncoder
     from services.search.service import IndexService
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class EmbeddedStack:
     encoder: SyncEncoder
     index: IndexService
     queue: InProcessCaptionQueue
+    photos: InProcessPhotoEncoder | None = None
 
     def gateway_app(self, *, require_keys: bool = False) -> FastAPI:
         """The gateway over the in-process parts; without keys only for a loopback listener."""
@@ -58,6 +60,7 @@ class EmbeddedStack:
             encoder=InProcessEncoderClient(self.encoder),
             index=InProcessIndexClient(self.index),
             queue=self.queue,
+            photos=self.photos,
         )
         return create_app(self.settings, context=context)
 
@@ -69,7 +72,7 @@ class EmbeddedStack:
 def build_embedded(settings: Settings) -> EmbeddedStack:
     """Load the models, open the database and blob folder, start the in-process worker."""
     from services.caption.captioners import build_captioner
-    from services.caption.inprocess import InProcessCaptionQueue
+    from services.caption.inprocess import InProcessCaptionQueue, InProcessPhotoEncoder
     from services.caption.photo_text import OcrDeps, build_ocr_engine
     from services.caption.pipeline import PipelineDeps
     from services.caption.projection import build_embedder
@@ -92,8 +95,14 @@ def build_embedded(settings: Settings) -> EmbeddedStack:
     embedder = build_embedder(settings)  # the image-side vector of `image`/`fused`
     if embedder is not None:
         embedder.load()
+    duplicates = None
+    if settings.duplicates:  # the near-duplicate vectors' own index
+        duplicates = IndexService(settings, session_factory, kind=EmbeddingKind.dup,
+                                  model=duplicate_vector_model(settings))
+        duplicates.load()
     deps = PipelineDeps(settings=settings, session_factory=session_factory, store=store,
-                        captioner=captioner, encoder=encoder, index=index, embedder=embedder)
+                        captioner=captioner, encoder=encoder, index=index, embedder=embedder,
+                        duplicates=duplicates)
     # text in photos: loaded on the first photo it reads, after the captions
     reader = build_ocr_engine(settings, streams=embedded_streams(settings))
     ocr = (OcrDeps(session_factory=session_factory, store=store, engine=reader)
@@ -103,7 +112,8 @@ def build_embedded(settings: Settings) -> EmbeddedStack:
     log.info("embedded capsearch ready: data in %s, captioner %s", settings.data_dir,
              settings.captioner)
     return EmbeddedStack(settings=settings, engine=engine, session_factory=session_factory,
-                         store=store, encoder=encoder, index=index, queue=queue)
+                         store=store, encoder=encoder, index=index, queue=queue,
+                         photos=InProcessPhotoEncoder(deps))
 
 
 def embedded_streams(settings: Settings) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from shared.clients import EncoderClient, IndexClient
-from shared.schemas import IndexChangeResponse
+from shared.schemas import IndexChangeResponse, SearchResponse
 
 T = TypeVar("T")
 
@@ -61,7 +61,8 @@ class BlockingEncoder:
 
 
 class BlockingIndex:
-    """An `IndexWriter` over an async `IndexClient` (one search service, or every shard)."""
+    """An `IndexWriter` (and `NeighbourIndex`) over an async `IndexClient` (one search
+    service, or every shard)."""
 
     def __init__(self, client: IndexClient) -> None:
         self.client = client
@@ -72,6 +73,10 @@ class BlockingIndex:
 
     def remove(self, image_ids: Sequence[int]) -> IndexChangeResponse:
         return run_blocking(self.client.remove(list(image_ids)))
+
+    def search(self, vector: NDArray[np.float32], k: int, nprobe: int | None = None
+               ) -> SearchResponse:
+        return run_blocking(self.client.search(vector, k, nprobe))
 
     def close(self) -> None:
         run_blocking(self.client.aclose())

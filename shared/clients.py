@@ -94,6 +94,13 @@ class IndexWriter(Protocol):
     def remove(self, image_ids: Sequence[int]) -> IndexChangeResponse: ...
 
 
+class NeighbourIndex(IndexWriter, Protocol):
+    """An index the worker also asks for neighbours (the near-duplicate index)."""
+
+    def search(self, vector: NDArray[np.float32], k: int, nprobe: int | None = None
+               ) -> SearchResponse: ...
+
+
 # ---- HTTP ------------------------------------------------------------------------------------
 
 # internal services accept calls only with the shared token (settings.service_token)
@@ -185,39 +192,47 @@ class HttpEncoderClient(ServiceClient):
 
 
 class HttpIndexClient(ServiceClient):
-    """`IndexClient` of one search service replica or shard over HTTP."""
+    """`IndexClient` of one search service replica or shard over HTTP; `space="duplicates"`
+    speaks to the same service's near-duplicate index (`/v1/duplicates/...`)."""
 
     service = "search"
+
+    def __init__(self, base_url: str, timeout: float = 30.0,
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 service_token: str | None = None, space: str = "") -> None:
+        super().__init__(base_url, timeout, transport, service_token)
+        self._root = f"/v1/{space}" if space else "/v1"
 
     async def add(self, image_ids: Sequence[int], vectors: NDArray[np.float32]
                   ) -> IndexChangeResponse:
         items = [IndexItem(image_id=int(i), vector=v.tolist())
                  for i, v in zip(image_ids, vectors, strict=True)]
-        resp = await self._call("POST", "/v1/index/add",
+        resp = await self._call("POST", f"{self._root}/index/add",
                                 json=IndexAddRequest(items=items).model_dump())
         return IndexChangeResponse.model_validate(resp.json())
 
     async def remove(self, image_ids: Sequence[int]) -> IndexChangeResponse:
         body = IndexRemoveRequest(image_ids=[int(i) for i in image_ids]).model_dump()
-        resp = await self._call("POST", "/v1/index/remove", json=body)
+        resp = await self._call("POST", f"{self._root}/index/remove", json=body)
         return IndexChangeResponse.model_validate(resp.json())
 
     async def search(self, vector: NDArray[np.float32], k: int, nprobe: int | None = None
                      ) -> SearchResponse:
         body = SearchRequest(vector=np.asarray(vector).ravel().tolist(), k=k, nprobe=nprobe)
-        resp = await self._call("POST", "/v1/search", content=body.model_dump_json().encode())
+        resp = await self._call("POST", f"{self._root}/search",
+                                content=body.model_dump_json().encode())
         return SearchResponse.model_validate_json(resp.content)
 
     async def start_rebuild(self) -> RebuildStatus:
-        resp = await self._call("POST", "/v1/index/rebuild")
+        resp = await self._call("POST", f"{self._root}/index/rebuild")
         return RebuildStatus.model_validate(resp.json())
 
     async def rebuild_status(self) -> RebuildStatus:
-        resp = await self._call("GET", "/v1/index/rebuild")
+        resp = await self._call("GET", f"{self._root}/index/rebuild")
         return RebuildStatus.model_validate(resp.json())
 
     async def stats(self) -> IndexStats:
-        resp = await self._call("GET", "/v1/index/stats")
+        resp = await self._call("GET", f"{self._root}/index/stats")
         return IndexStats.model_validate(resp.json())
 
 

@@ -201,6 +201,15 @@ class Settings(BaseSettings):
     # squashed whole to the square
     backbone_model: Literal["lite0", "lite1", "lite2"] = "lite0"
     backbone_image_size: int = Field(256, ge=64, le=1024)
+    # near-duplicates (shared/duplicates.py, docs/quality.md): the cosine of GeM vectors at or
+    # above which two photos are the same, and how many stored neighbours an upload is checked
+    # against; off = no duplicate vectors, groups or index
+    duplicates: bool = True
+    duplicate_threshold: float = Field(0.775, gt=0, le=1)
+    duplicate_neighbours: int = Field(8, ge=1, le=100)
+    # find similar by a photo outside the collection: how long the gateway waits for the
+    # caption worker's vector of it (queue `similar`) before answering 504
+    similar_timeout_s: float = Field(30.0, gt=0, le=600)
     backbone_resize: Literal["crop", "squash"] = "crop"
     # trained model files; None = the defaults shipped in services/caption/models/
     sat_checkpoint: Path | None = None

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
+from shared.config import Settings
+
 Matrix = NDArray[np.float32]
 
 # cosine of GeM features at or above which two photos are "the same": the lowest at which at
@@ -34,6 +36,12 @@ Matrix = NDArray[np.float32]
 DEFAULT_THRESHOLD = 0.775
 # neighbours asked per photo: an edited copy was always among its original's 8 nearest
 DEFAULT_NEIGHBOURS = 8
+
+
+def duplicate_vector_model(settings: Settings) -> str:
+    """What duplicate vectors are stored under (`embeddings.model`, kind `dup`): the CNN and
+    input size that made them, so vectors of another CNN are never compared with them."""
+    return f"efficientnet-{settings.backbone_model}@{settings.backbone_image_size}px-gem3"
 
 
 def unit_rows(x: NDArray[np.floating]) -> Matrix:

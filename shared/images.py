@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
+from datetime import datetime
 
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from shared.capture import taken_at_of
 from shared.errors import InvalidImage, PayloadTooLarge
 
 ALLOWED_FORMATS = {"JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"}
@@ -31,6 +33,7 @@ class CheckedImage:
     format: str
     width: int
     height: int
+    taken_at: datetime | None = None  # EXIF capture date (shared/capture.py)
 
     @property
     def content_type(self) -> str:
@@ -74,6 +77,7 @@ def _checked(data: bytes, *, max_bytes: int, max_pixels: int, thumbnail_px: int 
                 raise PayloadTooLarge(
                     f"the image has {width}x{height} pixels; the limit is {max_pixels}"
                 )
+            taken_at = taken_at_of(img)  # from the header's metadata: every path in reads it
             if thumbnail_px is None:
                 img.load()  # a truncated or corrupt file fails here, not in the worker
         if thumbnail_px is not None:  # decodes every byte too: the same check
@@ -92,6 +96,7 @@ def _checked(data: bytes, *, max_bytes: int, max_pixels: int, thumbnail_px: int 
         format=fmt,
         width=width,
         height=height,
+        taken_at=taken_at,
     ), thumb
 
 

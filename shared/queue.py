@@ -1,14 +1,26 @@
-"""How the gateway hands new images to captioning: a Celery queue or an in-process one."""
+"""How the gateway hands work to the caption worker: new images to caption (a Celery queue or
+an in-process one), and a photo outside the collection to turn into a query vector."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
+import anyio
+import numpy as np
 from celery import Celery
+from numpy.typing import NDArray
 
-from shared.celery_app import CAPTION_QUEUE, CAPTION_TASK, OCR_QUEUE, OCR_TASK
-from shared.errors import DependencyUnavailable
+from shared.celery_app import (
+    CAPTION_QUEUE,
+    CAPTION_TASK,
+    EMBED_PHOTO_TASK,
+    OCR_QUEUE,
+    OCR_TASK,
+    SIMILAR_QUEUE,
+)
+from shared.errors import DependencyError, DependencyTimeout, DependencyUnavailable
 from shared.logging import request_id_var
 
 
@@ -67,3 +79,48 @@ class CeleryCaptionQueue:
 def ocr_queue(app: Celery, batch_size: int) -> CeleryCaptionQueue:
     """The OCR stage's queue: `capsearch.read_texts` tasks on queue `ocr`."""
     return CeleryCaptionQueue(app, batch_size, task=OCR_TASK, queue=OCR_QUEUE)
+
+
+class PhotoEncoder(Protocol):
+    """A checked photo's bytes → the vector the index serves for it, computed by the ingest
+    models (`services/caption/example.py`), nothing stored."""
+
+    async def embed_photo(self, data: bytes) -> NDArray[np.float32]: ...
+
+
+class CeleryPhotoEncoder:
+    """Sends `capsearch.embed_photo` to the `similar` queue and waits for its vector: 504 after
+    `timeout_s` (the message expires then, so no worker spends a pass on it later), 503 when
+    the broker is down, 502 when the worker failed."""
+
+    def __init__(self, app: Celery, timeout_s: float) -> None:
+        self._app = app
+        self._timeout_s = timeout_s
+
+    async def embed_photo(self, data: bytes) -> NDArray[np.float32]:
+        return await anyio.to_thread.run_sync(self._embed, data)
+
+    def _embed(self, data: bytes) -> NDArray[np.float32]:
+        """Blocking, in a thread of its own: several wait at once on the result consumer,
+        whose pubsub Celery serialises since 5.7 (the floor in pyproject.toml)."""
+        from celery.exceptions import TimeoutError as CeleryTimeout
+
+        try:
+            result = self._app.send_task(
+                EMBED_PHOTO_TASK, args=[base64.b64encode(data).decode("ascii")],
+                queue=SIMILAR_QUEUE, expires=self._timeout_s,
+                headers={"request_id": request_id_var.get()})
+        except Exception as exc:  # kombu OperationalError, redis ConnectionError, ...
+            raise DependencyUnavailable(f"the caption queue is unavailable: {exc}") from exc
+        try:
+            answer: Any = result.get(timeout=self._timeout_s, propagate=False)
+        except CeleryTimeout:
+            raise DependencyTimeout(f"no caption worker answered within {self._timeout_s:g} s "
+                                    "(CAPSEARCH_SIMILAR_TIMEOUT_S)") from None
+        except Exception as exc:
+            raise DependencyUnavailable(f"the result backend is unavailable: {exc}") from exc
+        finally:
+            result.forget()
+        if not isinstance(answer, dict) or "vector" not in answer:
+            raise DependencyError(f"the caption worker could not embed the photo: {answer}")
+        return np.asarray(answer["vector"], dtype=np.float32)

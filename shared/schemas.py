@@ -119,7 +119,8 @@ class ImagePublic(BaseModel):
     width: int
     height: int
     size_bytes: int
-    created_at: datetime
+    created_at: datetime  # uploaded
+    taken_at: datetime | None = None  # captured (EXIF DateTimeOriginal); None: no usable date
     updated_at: datetime
     content_url: str
     thumbnail_url: str
@@ -146,7 +147,8 @@ class SearchResult(BaseModel):
     content_url: str
     thumbnail_url: str
     source: str | None = None
-    created_at: datetime | None = None
+    created_at: datetime | None = None  # uploaded
+    taken_at: datetime | None = None  # captured (EXIF); None: no usable date in the file
     width: int | None = None
     height: int | None = None
     size_bytes: int | None = None
@@ -159,7 +161,7 @@ class SearchResults(BaseModel):
     index_version: int | None = None
     partial: bool = False
     failed_shards: list[int] = []
-    sort: str = "relevance"  # relevance | date
+    sort: str = "relevance"  # relevance | date (uploaded) | taken (captured)
     hybrid: bool = False  # caption full-text matches fused into the order
     next_cursor: str | None = None  # pass as `cursor` for the next page; None on the last
 
@@ -201,7 +203,8 @@ class ImageLookupResult(BaseModel):
 
 
 class ImagePage(BaseModel):
-    """One page of `GET /v1/images`, newest first; `next_offset` is None on the last page."""
+    """One page of `GET /v1/images`, newest upload first (or, `sort=taken`, newest capture
+    first, undated after); `next_offset` is None on the last page."""
 
     images: list[ImagePublic]
     total: int
@@ -211,13 +214,31 @@ class ImagePage(BaseModel):
 
 
 class SimilarResults(BaseModel):
-    """Images like `image_id`, most similar first; the image itself leads (score ~1)."""
+    """Images like `image_id`, most similar first; the image itself leads (score ~1). For an
+    uploaded photo the collection does not hold, `image_id` is None and nothing leads."""
 
-    image_id: int
+    image_id: int | None
     k: int
     results: list[SearchResult]
     index_version: int | None = None
     partial: bool = False
+
+
+class DuplicateGroupPublic(BaseModel):
+    """Photos judged the same (resized, re-encoded, lightly edited copies): ids ascending, and
+    the weakest confirmed cosine between them (`score`)."""
+
+    ids: list[int]
+    score: float
+
+
+class DuplicateGroupPage(BaseModel):
+    """One page of `GET /v1/duplicates`; pass `next_cursor` as `cursor` for the next (None on
+    the last page)."""
+
+    groups: list[DuplicateGroupPublic]
+    limit: int
+    next_cursor: str | None = None
 
 
 class SourceCount(BaseModel):

@@ -135,10 +135,11 @@ class ShardedIndexClient:
             await shard.aclose()
 
 
-def make_index_client(settings: Settings) -> IndexClient:
-    """One client for one search URL; a fan-out over `search_urls` when there are several."""
+def make_index_client(settings: Settings, space: str = "") -> IndexClient:
+    """One client for one search URL; a fan-out over `search_urls` when there are several
+    (`space="duplicates"`: their near-duplicate index)."""
     shards = [HttpIndexClient(url, timeout=settings.http_timeout_s,
-                              service_token=service_token(settings))
+                              service_token=service_token(settings), space=space)
               for url in settings.shard_urls]
     if len(shards) == 1:
         return shards[0]

@@ -1,13 +1,16 @@
-"""`capsearch doctor [--repair]`: find (and fix) what a crash left inconsistent."""
+"""`capsearch doctor [--repair]`: find (and fix) what a crash left inconsistent;
+`capsearch doctor --backfill-taken`: read the capture dates of photos stored before they were."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from contextlib import ExitStack
 
 from capsearch.commands.keys import settings_for
 from capsearch.database import open_database
+from shared.backfill_taken import BackfillReport, backfill_taken
 from shared.blocking import BlockingIndex
 from shared.config import Settings
 from shared.consistency import DoctorDeps, DoctorReport, examine
@@ -44,8 +47,24 @@ def print_report(report: DoctorReport, *, repair: bool) -> None:
         print(f"photos waiting for OCR (text in photos): {report.ocr_waiting}")
 
 
+def run_backfill_taken(settings: Settings, *, as_json: bool) -> int:
+    """Fill `taken_at` from the stored originals, a progress line per batch, counts last."""
+    def progress(report: BackfillReport) -> None:
+        print(f"backfill-taken: {report.line()}", file=sys.stderr, flush=True)
+
+    with open_database(settings) as factory:
+        report = backfill_taken(factory, make_blob_store(settings), on_progress=progress)
+    if as_json:
+        print(json.dumps(report.as_dict()))
+    else:
+        print(f"backfill-taken done: {report.line()}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     settings = settings_for(args)
+    if args.backfill_taken:
+        return run_backfill_taken(settings, as_json=args.json)
     with open_database(settings) as factory, ExitStack() as stack:
         deps = build_deps(settings, factory, stack)
         report = examine(deps, repair=args.repair, grace_s=args.grace,
@@ -65,6 +84,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
     p = sub.add_parser("doctor", help="check blobs, rows and the index agree; --repair fixes")
     p.add_argument("--repair", action="store_true", help="fix what is found")
+    p.add_argument("--backfill-taken", action="store_true",
+                   help="read the EXIF capture date of photos stored without one (after "
+                        "`capsearch db upgrade` from a version before capture dates)")
     p.add_argument("--grace", type=float, default=HOUR,
                    help="seconds a blob without a row is left alone (an upload in flight)")
     p.add_argument("--stuck-after", type=float, default=HOUR,

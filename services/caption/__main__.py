@@ -1,5 +1,6 @@
-"""`python -m services.caption [celery worker options]`: a caption worker on queue `caption`,
-then `ocr` (text in photos, taken only while no caption task waits; not with CAPSEARCH_OCR=0).
+"""`python -m services.caption [celery worker options]`: a caption worker on queues `similar`
+(query photos' vectors: a user waits), `caption`, then `ocr` (text in photos, taken only while
+neither of the others waits; not with CAPSEARCH_OCR=0), in that order of priority.
 A worker for OCR alone: `python -m services.caption --queues ocr`.
 
 Defaults to the solo pool (one task at a time in this process: its CNN passes already run on
@@ -12,13 +13,21 @@ from __future__ import annotations
 import sys
 
 from services.caption.worker import WorkerContext, create_celery_app
-from shared.celery_app import CAPTION_QUEUE, OCR_QUEUE
-from shared.config import get_settings
+from shared.celery_app import OCR_QUEUE, WORKER_QUEUES
+from shared.config import Settings, get_settings
 from shared.db.migrate import require_current_at_start
 from shared.devices import set_torch_threads
 from shared.logging import configure_logging
 from shared.metrics import start_metrics_server
 from shared.scheduling import lower_process_priority
+
+
+def worker_queues(settings: Settings) -> str:
+    """The queues a worker takes from, in the order the transport polls them ("priority",
+    shared/celery_app.py): query photos first (their request waits for the answer), then
+    captions, then OCR; a task waits for the one in progress, never behind a later queue's
+    backlog."""
+    return ",".join(q for q in WORKER_QUEUES if settings.ocr or q != OCR_QUEUE)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -33,8 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     context = WorkerContext(settings)
     app = create_celery_app(settings, context)
     context.warm_up()  # the solo pool runs the tasks in this process: load its models now
-    queues = f"{CAPTION_QUEUE},{OCR_QUEUE}" if settings.ocr else CAPTION_QUEUE
-    args = ["worker", "--queues", queues, "--pool", "solo",
+    args = ["worker", "--queues", worker_queues(settings), "--pool", "solo",
             "--loglevel", settings.log_level, "--hostname", "caption@%h"]
     app.worker_main(args + list(sys.argv[1:] if argv is None else argv))
 

@@ -17,8 +17,12 @@ import logging
 import threading
 from collections.abc import Sequence
 
+import anyio
+import numpy as np
+from numpy.typing import NDArray
 from sqlalchemy import select
 
+from services.caption.example import embed_photo
 from services.caption.photo_text import OcrDeps, read_photo_texts
 from services.caption.pipeline import (
     TRANSIENT_ERRORS,
@@ -197,3 +201,13 @@ class InProcessCaptionQueue:
             mark_unfinished_failed(self._deps.session_factory, batch, reason)
         except Exception:
             log.exception("could not mark images %s failed", batch)
+
+
+class InProcessPhotoEncoder:
+    """`PhotoEncoder` of the embedded mode: the ingest models of this process, in a thread."""
+
+    def __init__(self, deps: PipelineDeps) -> None:
+        self._deps = deps
+
+    async def embed_photo(self, data: bytes) -> NDArray[np.float32]:
+        return await anyio.to_thread.run_sync(embed_photo, data, self._deps)

@@ -24,7 +24,7 @@ from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.caption.ocr import OcrEngine, OcrResult, RapidOcrEngine
-from services.caption.pipeline import WorkItem, _upsert, decode_images, read_originals
+from services.caption.pipeline import WorkItem, decode_images, read_originals, upsert_rows
 from shared.config import Settings
 from shared.db.fulltext import photo_text_document
 from shared.db.texts import ImageText, unread
@@ -107,7 +107,7 @@ def store_texts(session_factory: sessionmaker[Session], *, results: dict[int, Oc
               "error": reason[:MAX_ERROR_CHARS]} for i, reason in failures.items()]
     if rows:
         with session_factory.begin() as session:
-            _upsert(session, ImageText, ["image_id"], rows)
+            upsert_rows(session, ImageText, ["image_id"], rows)
 
 
 def read_photo_texts(image_ids: Sequence[int], *, deps: OcrDeps,

@@ -14,8 +14,12 @@ the caption's text vector; with `image` or `fused` the worker also stores the ca
 vector (kind `text`) and the projection head's image vector (kind `image`, from the same CNN
 pass as the caption), and the
 served vector is the image vector, or the head's fusion of it with the text vector of the
-photo's tag caption (`services/caption/projection.py`). Queries need no change: every vector
-lives in the text encoder's space.
+photo's tag caption (`services/caption/projection.py`). Queries need no change: every served
+vector lives in the text encoder's space.
+
+Near-duplicates (`PipelineDeps.duplicates`, the search service's duplicate index): the same
+CNN pass's GeM vector is stored too (kind `dup`, under the CNN's name), and after indexing the
+batch joins or merges duplicate groups (`grouping.py`) before it is marked indexed.
 """
 
 from __future__ import annotations
@@ -36,10 +40,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.caption.captioners.base import Captioner
 from services.caption.captioners.embedder import ImageEmbedder
-from shared.clients import IndexWriter, SyncEncoder
+from services.caption.grouping import duplicate_pass, group_duplicates
+from shared.clients import IndexWriter, NeighbourIndex, SyncEncoder
 from shared.config import Settings
 from shared.db import Caption, Embedding, EmbeddingKind, ImageRecord, ImageStatus
 from shared.db.queries import load_vectors
+from shared.duplicates import duplicate_vector_model
 from shared.errors import DependencyError, NotFound
 from shared.images import decode_rgb
 from shared.metrics import observe_batch
@@ -67,6 +73,17 @@ class PipelineDeps:
     index: IndexWriter
     # maps the CNN pass to the text space; needed by the `image` and `fused` representations
     embedder: ImageEmbedder | None = None
+    # the near-duplicate vectors' index (None: no duplicate vectors or groups, `grouping.py`)
+    duplicates: NeighbourIndex | None = None
+
+
+@dataclass(frozen=True)
+class Analysed:
+    """What the models made of a batch: captions, the served vectors, the other kinds."""
+
+    captions: list[str]
+    vectors: NDArray[np.float32]
+    extra: dict[EmbeddingKind, NDArray[np.float32]]
 
 
 @dataclass
@@ -162,21 +179,23 @@ def encode_for_serving(encoder: SyncEncoder, captions: list[str],
 def store_results(session_factory: sessionmaker[Session], *, captions: dict[int, str],
                   vectors: NDArray[np.float32], captioner: Captioner, embedding_model: str,
                   failures: dict[int, str],
-                  extra_vectors: dict[EmbeddingKind, NDArray[np.float32]] | None = None
-                  ) -> None:
+                  extra_vectors: dict[EmbeddingKind, NDArray[np.float32]] | None = None,
+                  models: dict[EmbeddingKind, str] | None = None) -> None:
     """In one transaction: upsert captions and vectors, mark them captioned, mark failures.
 
     `vectors` are the served ones (kind `caption`); `extra_vectors` maps other kinds
-    (`text`, `image`) to vectors of the same images, stored beside them."""
+    (`text`, `image`, `dup`) to vectors of the same images, stored beside them, under
+    `embedding_model` or the kind's own model in `models` (`dup`: the CNN's name)."""
+    models = models or {}
     ids = list(captions)
     with session_factory.begin() as session:
         if ids:
-            _upsert(session, Caption, ["image_id", "model"], [
+            upsert_rows(session, Caption, ["image_id", "model"], [
                 {"image_id": i, "text": captions[i], "model": captioner.name,
                  "model_version": captioner.version} for i in ids])
             kinds = {EmbeddingKind.caption: vectors, **(extra_vectors or {})}
-            _upsert(session, Embedding, ["image_id", "kind", "model"], [
-                {"image_id": i, "kind": kind.value, "model": embedding_model,
+            upsert_rows(session, Embedding, ["image_id", "kind", "model"], [
+                {"image_id": i, "kind": kind.value, "model": models.get(kind, embedding_model),
                  "dim": int(vec.shape[0]), "vector": to_bytes(vec)}
                 for kind, rows in kinds.items() for i, vec in zip(ids, rows, strict=True)])
             session.execute(update(ImageRecord).where(ImageRecord.id.in_(ids)).values(
@@ -235,38 +254,28 @@ def caption_images(image_ids: Sequence[int], *, deps: PipelineDeps) -> BatchRepo
         images, bad = decode_images(blobs)
         report.failed.update(bad)
     ids = list(images)
-    vectors = np.zeros((0, 0), dtype=np.float32)
-    extra: dict[EmbeddingKind, NDArray[np.float32]] = {}
-    representation = deps.settings.representation
+    done = Analysed([], np.zeros((0, 0), dtype=np.float32), {})
     if ids:
-        embedder = deps.embedder if representation != "caption" else None
-        if representation != "caption" and embedder is None:
-            raise ValueError(f"the {representation!r} representation needs an image embedder")
-        with report.timed("caption"):
-            analysis = deps.captioner.analyse([images[i] for i in ids], embedder)
-        report.captions = dict(zip(ids, analysis.captions, strict=True))
-        image = analysis.image
-        with report.timed("encode"):
-            vectors, fusion = encode_for_serving(deps.encoder, analysis.captions,
-                                                 image.texts if image is not None else [])
-        if image is not None and embedder is not None:
-            extra = {EmbeddingKind.text: vectors, EmbeddingKind.image: image.vectors}
-            vectors = embedder.serve(representation, fusion, image.vectors,
-                                     deps.settings.fusion_weight)
+        done = analyse_images([images[i] for i in ids], deps, report)
+        report.captions = dict(zip(ids, done.captions, strict=True))
     if ids or report.failed:
         with report.timed("store"):
-            store_results(deps.session_factory, captions=report.captions, vectors=vectors,
+            store_results(deps.session_factory, captions=report.captions, vectors=done.vectors,
                           captioner=deps.captioner,
                           embedding_model=deps.settings.embedding_model,
-                          failures=report.failed, extra_vectors=extra)
+                          failures=report.failed, extra_vectors=done.extra,
+                          models={EmbeddingKind.dup: duplicate_vector_model(deps.settings)})
     to_index = list(stored) + ids
     if to_index:
         parts = [np.stack(list(stored.values()))] if stored else []
         if ids:
-            parts.append(vectors)
+            parts.append(done.vectors)
         with report.timed("index"):
             add_to_index(deps.index, to_index, np.vstack(parts))
-            mark_indexed(deps.session_factory, to_index)
+        if deps.duplicates is not None:
+            with report.timed("duplicates"):
+                group_batch(deps, list(stored), ids, done.extra.get(EmbeddingKind.dup))
+        mark_indexed(deps.session_factory, to_index)
         report.indexed = to_index
     _log_report(len(image_ids), report)
     observe_batch(report.timings, indexed=len(report.indexed), failed=len(report.failed),
@@ -274,10 +283,57 @@ def caption_images(image_ids: Sequence[int], *, deps: PipelineDeps) -> BatchRepo
     return report
 
 
+def analyse_images(images: Sequence[Image.Image], deps: PipelineDeps,
+                   report: BatchReport | None = None) -> Analysed:
+    """Decoded photos → captions, the served vectors (`settings.representation`) and the
+    other kinds stored beside them (`text`, `image`; `dup` with duplicates on), from one CNN
+    pass where the captioner makes one; also what a query by photo runs (`example.py`)."""
+    report = report or BatchReport()
+    representation = deps.settings.representation
+    embedder = deps.embedder if representation != "caption" else None
+    if representation != "caption" and embedder is None:
+        raise ValueError(f"the {representation!r} representation needs an image embedder")
+    with report.timed("caption"):
+        analysis = (deps.captioner.analyse(images, embedder, duplicates=True)
+                    if deps.duplicates is not None else deps.captioner.analyse(images, embedder))
+    image = analysis.image
+    with report.timed("encode"):
+        vectors, fusion = encode_for_serving(deps.encoder, analysis.captions,
+                                             image.texts if image is not None else [])
+    extra: dict[EmbeddingKind, NDArray[np.float32]] = {}
+    if image is not None and embedder is not None:
+        extra = {EmbeddingKind.text: vectors, EmbeddingKind.image: image.vectors}
+        vectors = embedder.serve(representation, fusion, image.vectors,
+                                 deps.settings.fusion_weight)
+    if deps.duplicates is not None:
+        with report.timed("caption"):
+            extra[EmbeddingKind.dup] = (analysis.duplicates if analysis.duplicates is not None
+                                        else duplicate_pass(images, deps.settings))
+    return Analysed(analysis.captions, vectors, extra)
+
+
+def group_batch(deps: PipelineDeps, stored: list[int], ids: list[int],
+                vectors: NDArray[np.float32] | None) -> None:
+    """The batch's photos into the duplicate index and their groups (`grouping.py`); photos
+    whose vectors a died batch stored are read back."""
+    assert deps.duplicates is not None
+    model = duplicate_vector_model(deps.settings)
+    with deps.session_factory() as session:
+        found = load_vectors(session, stored, model=model, kind=EmbeddingKind.dup)
+    todo = dict(found)
+    if vectors is not None:
+        todo.update(zip(ids, vectors, strict=True))
+    if todo:
+        group_duplicates(deps.session_factory, deps.duplicates, list(todo),
+                         np.stack(list(todo.values())), model=model,
+                         threshold=deps.settings.duplicate_threshold,
+                         k=deps.settings.duplicate_neighbours)
+
+
 # ---- helpers ---------------------------------------------------------------------------------
 
 
-def _upsert(session: Session, model: type[Any], keys: list[str],
+def upsert_rows(session: Session, model: type[Any], keys: list[str],
             rows: list[dict[str, Any]]) -> None:
     """INSERT … ON CONFLICT (keys) DO UPDATE for many rows in one statement (SQLite/Postgres)."""
     dialect = session.get_bind().dialect.name

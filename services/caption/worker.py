@@ -1,5 +1,7 @@
-"""The Celery transport around the pipeline: the `capsearch.caption_images` task, and the
-`capsearch.read_texts` task of the OCR stage that follows it (`photo_text.py`).
+"""The Celery transport around the pipeline: the `capsearch.caption_images` task, the
+`capsearch.read_texts` task of the OCR stage that follows it (`photo_text.py`), and
+`capsearch.embed_photo` (a query photo's vector, `example.py`, answered through the result
+backend while the gateway waits).
 
 The task takes image ids (never objects), builds its dependencies once per worker process (at
 start-up, `WorkerContext.warm_up`, or else on first use), retries transient failures with
@@ -9,6 +11,7 @@ yet `failed` with the reason.
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 import time
@@ -20,6 +23,7 @@ from celery import Celery, Task
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.caption.captioners import build_captioner
+from services.caption.example import embed_photo
 from services.caption.photo_text import OcrDeps, build_ocr_engine, read_photo_texts
 from services.caption.pipeline import (
     TRANSIENT_ERRORS,
@@ -29,11 +33,12 @@ from services.caption.pipeline import (
 )
 from services.caption.projection import build_embedder
 from shared.blocking import BlockingEncoder, BlockingIndex
-from shared.celery_app import CAPTION_TASK, OCR_TASK, make_celery
+from shared.celery_app import CAPTION_TASK, EMBED_PHOTO_TASK, OCR_TASK, make_celery
 from shared.clients import make_encoder_client
 from shared.config import Settings, get_settings
 from shared.db import make_engine, make_session_factory
 from shared.db.migrate import require_current
+from shared.errors import CapsearchError
 from shared.logging import request_id_var
 from shared.queue import CeleryCaptionQueue, ocr_queue
 from shared.shards import make_index_client
@@ -123,6 +128,8 @@ def build_worker_deps(settings: Settings, session_factory: sessionmaker[Session]
         encoder=BlockingEncoder(make_encoder_client(settings)),
         # every search shard receives every add and keeps the vectors it owns
         index=BlockingIndex(make_index_client(settings)),
+        duplicates=(BlockingIndex(make_index_client(settings, space="duplicates"))
+                    if settings.duplicates else None),
     )
 
 
@@ -244,12 +251,32 @@ def register_ocr_task(app: Celery, context: WorkerContext) -> Task:
     return read_texts_task  # type: ignore[no-any-return]
 
 
+def register_embed_photo_task(app: Celery, context: WorkerContext) -> Task:
+    """Add `capsearch.embed_photo`: base64 bytes of a checked photo → {"vector": [...]}, or
+    {"error": ...} when it does not decode (no retry: the gateway waits for this answer)."""
+
+    @app.task(name=EMBED_PHOTO_TASK, bind=True, shared=False, ignore_result=False,
+              max_retries=0, acks_late=False)
+    def embed_photo_task(self: Task, data: str) -> dict[str, Any]:
+        token = request_id_var.set(request_id_of(self.request))
+        try:
+            vector = embed_photo(base64.b64decode(data), context.deps())
+            return {"vector": vector.tolist()}
+        except CapsearchError as exc:
+            return {"error": exc.message}
+        finally:
+            request_id_var.reset(token)
+
+    return embed_photo_task  # type: ignore[no-any-return]
+
+
 def create_celery_app(settings: Settings | None = None,
                       context: WorkerContext | None = None) -> Celery:
-    """The worker's Celery app with the caption and OCR tasks registered."""
+    """The worker's Celery app with its tasks registered (caption, OCR, query photos)."""
     settings = settings or get_settings()
     app = make_celery(settings)
     context = context or WorkerContext(settings)
     register_caption_task(app, context)
     register_ocr_task(app, context)
+    register_embed_photo_task(app, context)
     return app

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import APIRouter, FastAPI
 
-from services.gateway.api import health, images, imports, index, search, similar
+from services.gateway.api import duplicates, health, images, imports, index, search, similar
 from services.gateway.core.auth import AuthMiddleware, body_scopes, page_patterns
 from services.gateway.core.background import sweep_forever, warm_up
 from services.gateway.core.body_limit import BodySizeLimit, body_caps, body_limit
@@ -21,6 +21,7 @@ from services.gateway.core.origin import OriginGuard, allowed_hosts
 from services.gateway.core.ratelimit import make_rate_limiter
 from services.gateway.core.sessions import make_session_cookies
 from services.gateway.ui import docs, pages, signin
+from services.gateway.ui import duplicates as duplicate_pages
 from shared.config import Settings, get_settings
 from shared.metrics import install_metrics
 from shared.queue import CeleryCaptionQueue
@@ -30,7 +31,8 @@ log = logging.getLogger(__name__)
 
 # every router but the upload route's (mounted apart, with the form limits of the settings)
 ROUTERS: tuple[APIRouter, ...] = (images.router, search.router, similar.router, imports.router,
-                                  index.router, health.router, pages.router, signin.router)
+                                  index.router, health.router, duplicates.router, pages.router,
+                                  duplicate_pages.router, signin.router)
 
 
 def create_app(settings: Settings | None = None, context: GatewayContext | None = None
@@ -90,7 +92,8 @@ def create_app(settings: Settings | None = None, context: GatewayContext | None 
     # before routing and body parsing: a stranger's upload is refused before it is read
     app.add_middleware(AuthMiddleware, enabled=auth_enabled, cache_s=settings.auth.cache_s,
                        limiter=limiter, body_scopes=body_scopes(routers),
-                       sessions=app.state.sessions, pages=page_patterns([pages.router]),
+                       sessions=app.state.sessions,
+                       pages=page_patterns([pages.router, duplicate_pages.router]),
                        metrics_token=settings.metrics_token.get_secret_value())
     # hosts not served here and cross-site writes are refused before anything else runs
     app.add_middleware(OriginGuard, hosts=allowed_hosts(settings))

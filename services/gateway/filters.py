@@ -1,5 +1,5 @@
-"""Filters that combine with search and listing: upload date range, folder/source, size (read
-from a request by `api/params.py` and by the UI's form)."""
+"""Filters that combine with search and listing: upload date range, capture date range,
+folder/source, size (read from a request by `api/params.py` and by the UI's form)."""
 
 from __future__ import annotations
 
@@ -23,19 +23,23 @@ def parse_instant(value: str, *, name: str, end_of_day: bool) -> datetime:
             instant = datetime(day.year, day.month, day.day, tzinfo=UTC)
             return instant + timedelta(days=1) if end_of_day else instant
         parsed = datetime.fromisoformat(text)
-    except ValueError:
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):  # overflow: 9999-12-31's next day, year 1 at +01:00
         raise ValidationFailed(f"{name}: {value!r} is not an ISO date (2024-05-01) or "
                                "date-time (2024-05-01T12:00:00Z)") from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 @dataclass(frozen=True)
 class ImageFilters:
     """Which images a search or a listing may return; every field None = no constraint.
-    `date_to` is exclusive (already moved past a bare date's last instant)."""
+    `date_*` is the upload time, `taken_*` the capture time (a photo without one is outside
+    any `taken_*` range); the `*_to` ends are exclusive (already moved past a bare date's last
+    instant)."""
 
     date_from: datetime | None = None
     date_to: datetime | None = None
+    taken_from: datetime | None = None
+    taken_to: datetime | None = None
     source: str | None = None
     min_bytes: int | None = None
     max_bytes: int | None = None
@@ -54,6 +58,10 @@ class ImageFilters:
             out.append(img.created_at >= _bind_instant(self.date_from))
         if self.date_to is not None:
             out.append(img.created_at < _bind_instant(self.date_to))
+        if self.taken_from is not None:
+            out.append(img.taken_at >= _bind_instant(self.taken_from))
+        if self.taken_to is not None:
+            out.append(img.taken_at < _bind_instant(self.taken_to))
         if self.source is not None:
             folder = self.source.rstrip("/") or "/"
             out.append(or_(img.source == self.source, img.source == folder,
@@ -72,6 +80,17 @@ class ImageFilters:
 
     def fingerprint(self) -> str:
         return hashlib.sha256(repr(astuple(self)).encode()).hexdigest()[:12]
+
+
+def instant_range(start: str | None, end: str | None, *, names: tuple[str, str]
+                  ) -> tuple[datetime | None, datetime | None]:
+    """A `*_from`/`*_to` pair parsed (`end` inclusive of a bare date's day) and checked: the
+    start must come before the end. Errors name the parameter."""
+    low = parse_instant(start, name=names[0], end_of_day=False) if start else None
+    high = parse_instant(end, name=names[1], end_of_day=True) if end else None
+    if low is not None and high is not None and low >= high:
+        raise ValidationFailed(f"{names[0]}: must be before {names[1]}")
+    return low, high
 
 
 def _bind_instant(instant: datetime) -> datetime:

@@ -5,15 +5,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.gateway.filters import ImageFilters
 from shared.clients import IndexClient
 from shared.db import Caption, Embedding, ImageRecord, ImageStatus, Membership
+from shared.db.duplicates import forget as forget_duplicates
+from shared.db.models import aware
 from shared.db.queries import latest_caption
 from shared.db.texts import ImageText, texts_of
 from shared.errors import CapsearchError, NotFound
@@ -24,6 +26,7 @@ from shared.storage import BlobStore, original_key, thumbnail_key
 log = logging.getLogger(__name__)
 
 BlobKind = Literal["original", "thumbnail"]
+ListSort = Literal["date", "taken"]  # newest upload first | newest capture first
 # originals and thumbnails are immutable under their content address
 IMMUTABLE_CACHE = "public, max-age=31536000, immutable"
 
@@ -57,6 +60,7 @@ def image_public(image: ImageRecord, caption: str | None,
         height=image.height,
         size_bytes=image.size_bytes,
         created_at=image.created_at,
+        taken_at=aware(image.taken_at) if image.taken_at is not None else None,
         updated_at=image.updated_at,
         content_url=content_url(image.id),
         thumbnail_url=thumbnail_url(image.id),
@@ -82,14 +86,22 @@ def lookup_images(*, session: Session, image_ids: Sequence[int]) -> ImageLookupR
                              missing=[i for i in wanted if i not in found])
 
 
+def list_order(sort: ListSort) -> list[ColumnElement[Any]]:
+    """`date`: newest upload first; `taken`: newest capture first, undated after (NULLS LAST
+    spelled out: Postgres puts NULLs first in a descending order, SQLite last)."""
+    if sort == "taken":
+        return [ImageRecord.taken_at.desc().nulls_last(), ImageRecord.id.desc()]
+    return [ImageRecord.id.desc()]
+
+
 def list_images(*, session: Session, status: ImageStatus | None, limit: int, offset: int,
-                filters: ImageFilters | None = None) -> ImagePage:
+                filters: ImageFilters | None = None, sort: ListSort = "date") -> ImagePage:
     """A page of images, newest first, optionally of one status and within filters."""
     where = [] if status is None else [ImageRecord.status == status.value]
     where += filters.clauses() if filters is not None else []
     total = session.scalar(select(func.count()).select_from(ImageRecord).where(*where)) or 0
     rows = session.execute(
-        select(ImageRecord, latest_caption()).where(*where).order_by(ImageRecord.id.desc())
+        select(ImageRecord, latest_caption()).where(*where).order_by(*list_order(sort))
         .limit(limit).offset(offset)
     ).all()
     next_offset = offset + len(rows) if offset + len(rows) < total else None
@@ -134,6 +146,7 @@ def _delete_rows(session_factory: sessionmaker[Session], image_id: int) -> str |
         # the FKs cascade too; explicit deletes keep a backend without FK enforcement clean
         for child in (Membership, Embedding, Caption, ImageText):
             session.execute(delete(child).where(child.image_id == image_id))
+        forget_duplicates(session, [image_id])
         session.execute(delete(ImageRecord).where(ImageRecord.id == image_id))
         return sha
 

@@ -1,4 +1,4 @@
-"""Pure ranking pieces of search: reciprocal rank fusion, date order, opaque page cursors."""
+"""Pure ranking pieces of search: reciprocal rank fusion, date orders, opaque page cursors."""
 
 from __future__ import annotations
 
@@ -29,6 +29,15 @@ def reciprocal_rank_fusion(rankings: Sequence[Sequence[int]], weights: Sequence[
 def newest_first(ids: Sequence[int], created: dict[int, datetime]) -> list[int]:
     """Ids by upload time, newest first; the newer id first on equal times."""
     return sorted(ids, key=lambda i: (created[i], i), reverse=True)
+
+
+def newest_taken_first(ids: Sequence[int], taken: dict[int, datetime | None],
+                       created: dict[int, datetime]) -> list[int]:
+    """Ids by capture time, newest first; those without one after, newest upload first."""
+    dated = [i for i in ids if taken[i] is not None]
+    undated = [i for i in ids if taken[i] is None]
+    return (sorted(dated, key=lambda i: (taken[i], i), reverse=True)
+            + newest_first(undated, created))
 
 
 def encode_cursor(offset: int, fingerprint: str) -> str:

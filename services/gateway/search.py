@@ -1,5 +1,5 @@
 """A search, from a checked query to one page of results: a relevance threshold, filters, sort by
-relevance or date, cursor paging and (optionally) hybrid ranking.
+relevance, upload date or capture date, cursor paging and (optionally) hybrid ranking.
 
 The vector index proposes candidates; the database filters them and supplies metadata. Hybrid
 ranking fuses the vector ranking with a full-text ranking of caption text (Postgres full-text,
@@ -9,7 +9,8 @@ Whatever the order, each result's `score` is the cosine similarity of the query 
 caption vector, so `min_score` means one thing.
 
 Plain queries (relevance, no filters, no fusion) ask the index for exactly the rows the page
-needs; filtered or date-sorted queries work on the best `ranking.filter_depth` candidates.
+needs; filtered or date-sorted (upload or capture date) queries work on the best
+`ranking.filter_depth` candidates.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from services.gateway.ranking import (
     decode_cursor,
     encode_cursor,
     newest_first,
+    newest_taken_first,
     reciprocal_rank_fusion,
 )
 from shared.clients import EncoderClient, IndexClient
@@ -45,7 +47,7 @@ from shared.db.session import read_once_more
 from shared.errors import ValidationFailed
 from shared.schemas import SearchHit, SearchResult, SearchResults
 
-Sort = Literal["relevance", "date"]
+Sort = Literal["relevance", "date", "taken"]  # date: upload time; taken: capture time
 DEFAULT_K = 10
 MAX_INDEX_K = 1000  # what one search-service call returns at most (SearchRequest.k)
 
@@ -110,6 +112,7 @@ class ImageDetails:
     filename: str
     source: str
     created_at: datetime
+    taken_at: datetime | None
     width: int
     height: int
     size_bytes: int
@@ -125,11 +128,14 @@ def load_details(session: Session, image_ids: Sequence[int], filters: ImageFilte
     for chunk in chunked(list(dict.fromkeys(image_ids))):
         rows += session.execute(
             select(ImageRecord.id, ImageRecord.filename, ImageRecord.source,
-                   ImageRecord.created_at, ImageRecord.width, ImageRecord.height,
+                   ImageRecord.created_at, ImageRecord.taken_at, ImageRecord.width,
+                   ImageRecord.height,
                    ImageRecord.size_bytes, caption)
             .where(ImageRecord.id.in_(chunk), *filters.clauses())).all()
     return {r.id: ImageDetails(filename=r.filename, source=r.source,
-                               created_at=aware(r.created_at), width=r.width, height=r.height,
+                               created_at=aware(r.created_at),
+                               taken_at=aware(r.taken_at) if r.taken_at else None,
+                               width=r.width, height=r.height,
                                size_bytes=r.size_bytes, caption=r.caption)
             for r in rows}
 
@@ -145,7 +151,8 @@ def as_result(hit: Ranked, d: ImageDetails) -> SearchResult:
     return SearchResult(id=hit.image_id, score=hit.score, caption=d.caption,
                         filename=d.filename, content_url=content_url(hit.image_id),
                         thumbnail_url=thumbnail_url(hit.image_id), source=d.source,
-                        created_at=d.created_at, width=d.width, height=d.height,
+                        created_at=d.created_at, taken_at=d.taken_at, width=d.width,
+                        height=d.height,
                         size_bytes=d.size_bytes)
 
 
@@ -222,7 +229,7 @@ def _depths(query: SearchQuery, offset: int, settings: Settings, *, fused: bool 
              and not fused)
     if plain:
         depth = wanted
-    elif query.filters.active or query.sort == "date":
+    elif query.filters.active or query.sort != "relevance":
         depth = max(wanted, settings.ranking.filter_depth)
     else:
         depth = max(wanted, settings.ranking.depth)
@@ -241,6 +248,10 @@ def order_candidates(*, hits: list[SearchHit], candidates: Candidates, query: Se
     if query.sort == "date":
         created = {i: candidates.details[i].created_at for i in keep}
         order = newest_first(list(keep), created)
+    elif query.sort == "taken":
+        details = candidates.details
+        order = newest_taken_first(list(keep), {i: details[i].taken_at for i in keep},
+                                   {i: details[i].created_at for i in keep})
     elif query.hybrid or candidates.photo_text_ranking:
         vector_ranking = [h.image_id for h in hits]
         # the photo-text list leads: ties (a photo only it found, against the top vector hit)

@@ -1,9 +1,11 @@
-"""Find similar: the images nearest to one image of the collection, that image first.
+"""Find similar: the images nearest to one image of the collection (that image first), or to
+an uploaded photo.
 
 An example is named by id, or uploaded; an uploaded example is looked up by its sha256 (its
-content address). The gateway has no captioner, so an example the collection does not hold is
-refused with a 404 that says to upload it first (`POST /v1/images`): captioning synchronously
-would tie a search request to the slowest model, on a process that has no GPU.
+content address) and, when the collection does not hold it, checked with the upload's caps
+(format, bytes, pixels) and turned into a vector by the ingest models (`PhotoEncoder`: the
+caption worker over the `similar` queue, or in-process in the embedded mode). Nothing of it
+is stored.
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from services.gateway.filters import ImageFilters
 from services.gateway.search import ImageDetails, Ranked, as_result, load_details
 from shared.clients import IndexClient
+from shared.config import Settings
 from shared.db import ImageRecord
 from shared.db.queries import load_vectors
 from shared.db.session import read_once_more
-from shared.errors import Conflict, NotFound
+from shared.errors import Conflict, DependencyTimeout, DependencyUnavailable, NotFound
+from shared.images import check_image
+from shared.queue import PhotoEncoder
 from shared.schemas import SimilarResults
 
 
@@ -33,7 +38,7 @@ class NotIndexed(Conflict):
 
 @dataclass(frozen=True)
 class Example:
-    image_id: int
+    image_id: int | None  # None: a photo outside the collection
     vector: NDArray[np.float32]
 
 
@@ -50,26 +55,44 @@ def example_by_id(session: Session, image_id: int, model: str) -> Example:
     return Example(image_id=image_id, vector=vector)
 
 
-def example_by_bytes(session: Session, data: bytes, model: str) -> Example:
-    """The collection's copy of these bytes (same sha256), or 404 saying to upload first."""
+def example_by_bytes(session: Session, data: bytes, model: str) -> Example | None:
+    """The collection's copy of these bytes (same sha256); None when it holds none."""
     sha = hashlib.sha256(data).hexdigest()
     image_id = session.scalar(select(ImageRecord.id).where(ImageRecord.sha256 == sha))
     if image_id is None:
-        raise NotFound("this photo is not in the collection: upload it (POST /v1/images) "
-                       "and find similar images by its id once it is indexed",
-                       code="not_in_collection")
+        return None
     return example_by_id(session, int(image_id), model)
+
+
+async def example_by_photo(data: bytes, *, settings: Settings, photos: PhotoEncoder | None
+                           ) -> Example:
+    """A photo outside the collection: checked as an upload is (4xx when it is not an image
+    within the caps), then its vector from the ingest models (504 when they do not answer
+    within `similar_timeout_s`)."""
+    if photos is None:
+        raise DependencyUnavailable("this gateway cannot embed photos (no caption worker)")
+    await anyio.to_thread.run_sync(lambda: check_image(
+        data, max_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels))
+    try:  # the Celery encoder times out by itself first; the in-process one only here
+        with anyio.fail_after(settings.similar_timeout_s + 5):
+            vector = await photos.embed_photo(data)
+    except TimeoutError:
+        raise DependencyTimeout(f"the photo was not embedded within "
+                                f"{settings.similar_timeout_s:g} s") from None
+    return Example(image_id=None, vector=vector)
 
 
 async def find_similar(*, example: Example, k: int, min_score: float, nprobe: int | None,
                        index: IndexClient, session_factory: sessionmaker[Session]
                        ) -> SimilarResults:
-    """The k nearest images to the example's caption vector, the example itself first."""
+    """The k nearest images to the example's vector, the example itself first (when it is a
+    photo of the collection)."""
     found = await index.search(example.vector, k + 1, nprobe)
-    self_score = float(np.dot(example.vector, example.vector))
-    ranked = [Ranked(example.image_id, self_score)] + [
-        Ranked(h.image_id, h.score) for h in found.hits
-        if h.image_id != example.image_id and h.score >= min_score]
+    ranked = [Ranked(h.image_id, h.score) for h in found.hits
+              if h.image_id != example.image_id and h.score >= min_score]
+    if example.image_id is not None:
+        self_score = float(np.dot(example.vector, example.vector))
+        ranked.insert(0, Ranked(example.image_id, self_score))
     ranked = ranked[:k]
 
     def _details() -> dict[int, ImageDetails]:

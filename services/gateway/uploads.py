@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import partial
 from typing import Protocol, TypeVar
 
@@ -65,6 +66,7 @@ class CheckedUpload:
     height: int
     size_bytes: int
     thumbnail: bytes
+    taken_at: datetime | None = None  # EXIF capture date, read by the check
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,7 @@ async def validate_uploads(*, uploads: Sequence[UploadSource], settings: Setting
             partial(check_named, data, name=name, settings=settings))
         return CheckedUpload(upload=upload, name=name, filename=filename, sha256=image.sha256,
                              format=image.format, width=image.width, height=image.height,
-                             size_bytes=len(data), thumbnail=thumb)
+                             size_bytes=len(data), thumbnail=thumb, taken_at=image.taken_at)
 
     return await in_order(uploads, check, upload_concurrency(settings))
 
@@ -186,7 +188,8 @@ def put_blobs(store: BlobStore, item: CheckedUpload, data: bytes) -> None:
 def _row(item: CheckedUpload, source: str) -> ImageRecord:
     return ImageRecord(sha256=item.sha256, filename=item.filename, source=source,
                        format=item.format, width=item.width, height=item.height,
-                       size_bytes=item.size_bytes, status=ImageStatus.pending.value)
+                       size_bytes=item.size_bytes, taken_at=item.taken_at,
+                       status=ImageStatus.pending.value)
 
 
 def insert_rows(factory: Factory, items: Sequence[CheckedUpload], source: str

@@ -13,11 +13,12 @@ from sqlalchemy import Engine
 
 from services.search.deps import BlockingWork
 from services.search.metrics import index_collector
-from services.search.routes import router
+from services.search.routes import dup_router, router
 from services.search.service import IndexService
 from shared.config import Settings, get_settings
-from shared.db import make_engine, make_session_factory
+from shared.db import EmbeddingKind, make_engine, make_session_factory
 from shared.db.migrate import require_current
+from shared.duplicates import duplicate_vector_model
 from shared.metrics import install_metrics
 from shared.web import install_error_handlers, install_request_context, install_service_token
 
@@ -60,13 +61,17 @@ class IndexLoader(BackgroundLoop):
         self._engine = engine
 
     def _run(self) -> None:
-        service: IndexService = self._app.state.service
+        services: list[IndexService] = [self._app.state.service]
+        if self._app.state.dup_service is not None:
+            services.append(self._app.state.dup_service)
         delay = 0.5
         while not self._stop.is_set():
             try:
                 if self._engine is not None:
                     require_current(self._engine)  # `capsearch db upgrade` migrates
-                service.load()
+                for service in services:
+                    if not service.loaded:
+                        service.load()
                 self._app.state.load_error = None
                 # what is loaded now lives on: keep the cyclic collector from re-scanning it,
                 # which otherwise stalls a query for milliseconds now and then (the p99)
@@ -111,17 +116,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.database_url is None:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.sqlalchemy_url)
-        app.state.service = IndexService(settings, make_session_factory(engine))
+        factory = make_session_factory(engine)
+        app.state.service = IndexService(settings, factory)
+        if settings.duplicates:  # the near-duplicate vectors' own index: an upload's nearest
+            app.state.dup_service = IndexService(settings, factory, kind=EmbeddingKind.dup,
+                                                 model=duplicate_vector_model(settings))
     app.state.work = BlockingWork()
-    loader = IndexLoader(app, engine) if not app.state.service.loaded else None
+    services = [s for s in (app.state.service, app.state.dup_service) if s is not None]
+    loader = IndexLoader(app, engine) if not all(s.loaded for s in services) else None
     if loader is not None:
         loader.start()
-    sync = VersionSync(app.state.service, settings.index.reload_interval_s)
-    sync.start()
+    syncs = [VersionSync(s, settings.index.reload_interval_s) for s in services]
+    for sync in syncs:
+        sync.start()
     try:
         yield
     finally:
-        sync.stop()
+        for sync in syncs:
+            sync.stop()
         if loader is not None:
             loader.stop()
         app.state.work.shutdown()
@@ -129,15 +141,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             engine.dispose()
 
 
-def create_app(settings: Settings | None = None, service: IndexService | None = None) -> FastAPI:
-    """The search service; pass a service (loaded or not) to skip building one from settings."""
+def create_app(settings: Settings | None = None, service: IndexService | None = None,
+               dup_service: IndexService | None = None) -> FastAPI:
+    """The search service; pass a service (loaded or not) to skip building one from settings
+    (and the near-duplicate index's, else its routes answer 503)."""
     app = FastAPI(title="capsearch search", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings or get_settings()
     app.state.service = service
+    app.state.dup_service = dup_service
     app.state.load_error = None
     install_error_handlers(app)
     install_service_token(app, app.state.settings)
     install_request_context(app)
     app.include_router(router)
+    app.include_router(dup_router)
     install_metrics(app, "search", collect=index_collector(app))
     return app

@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 
 from services.search.service import IndexService
 from shared.devices import cpu_streams
+from shared.errors import DependencyUnavailable
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -41,10 +42,19 @@ def get_service(request: Request) -> IndexService:
     return service
 
 
+def get_dup_service(request: Request) -> IndexService:
+    """The near-duplicate index (503 in an app built without one)."""
+    service: IndexService | None = request.app.state.dup_service
+    if service is None:
+        raise DependencyUnavailable("this search service holds no near-duplicate index")
+    return service
+
+
 def get_work(request: Request) -> BlockingWork:
     work: BlockingWork = request.app.state.work
     return work
 
 
 ServiceDep = Annotated[IndexService, Depends(get_service)]
+DupServiceDep = Annotated[IndexService, Depends(get_dup_service)]
 WorkDep = Annotated[BlockingWork, Depends(get_work)]

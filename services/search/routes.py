@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from services.search.deps import ServiceDep, WorkDep
+from services.search.deps import DupServiceDep, ServiceDep, WorkDep
 from services.search.validation import as_matrix
 from shared.schemas import (
     Health,
@@ -20,6 +20,8 @@ from shared.schemas import (
 )
 
 router = APIRouter()
+# the near-duplicate vectors' index: the same operations on its own `IndexService`
+dup_router = APIRouter(prefix="/v1/duplicates")
 
 
 @router.post("/v1/search", response_model=SearchResponse)
@@ -77,3 +79,31 @@ async def readyz(request: Request, service: ServiceDep) -> Health | JSONResponse
     problem = getattr(request.app.state, "load_error", None)
     body = Health(status="loading", checks={"index": problem or "loading"})
     return JSONResponse(status_code=503, content=body.model_dump())
+
+
+@dup_router.post("/search", response_model=SearchResponse)
+async def search_duplicates(body: SearchRequest, service: DupServiceDep, work: WorkDep
+                            ) -> Response:
+    found = await work.run(lambda: service.search(as_matrix(body.vector), body.k, body.nprobe))
+    return Response(found.model_dump_json(), media_type="application/json")
+
+
+@dup_router.post("/index/add", response_model=IndexChangeResponse)
+async def add_duplicates(body: IndexAddRequest, service: DupServiceDep, work: WorkDep
+                         ) -> IndexChangeResponse:
+    def _add() -> IndexChangeResponse:
+        vectors = as_matrix([item.vector for item in body.items], rows=len(body.items))
+        return service.add([item.image_id for item in body.items], vectors)
+
+    return await work.run(_add)
+
+
+@dup_router.post("/index/remove", response_model=IndexChangeResponse)
+async def remove_duplicates(body: IndexRemoveRequest, service: DupServiceDep, work: WorkDep
+                            ) -> IndexChangeResponse:
+    return await work.run(service.remove, body.image_ids)
+
+
+@dup_router.get("/index/stats", response_model=IndexStats)
+async def duplicate_stats(service: DupServiceDep, work: WorkDep) -> IndexStats:
+    return await work.run(service.stats)

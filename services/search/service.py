@@ -75,10 +75,13 @@ class IndexService:
     what it owns; only the owner writes a vector's membership row.
     """
 
-    def __init__(self, settings: Settings, session_factory: sessionmaker[Session]) -> None:
+    def __init__(self, settings: Settings, session_factory: sessionmaker[Session], *,
+                 kind: EmbeddingKind = EmbeddingKind.caption, model: str | None = None
+                 ) -> None:
         self.settings = settings
-        self.store = IndexStore(session_factory, kind=EmbeddingKind.caption,
-                                model=settings.embedding_model)
+        # `caption`: what queries search; `dup`: the near-duplicate vectors (same machinery)
+        self.store = IndexStore(session_factory, kind=kind,
+                                model=model or settings.embedding_model)
         self.shard_id, self.n_shards = settings.index.shard_id, settings.index.n_shards
         self.shards = Shards(self.shard_id, self.n_shards)
         self.builder = Builder(self.store, settings.index, self.shards)

@@ -26,6 +26,7 @@ from shared.db.fulltext import (
     POSTGRES_FTS_INDEX,
     POSTGRES_OCR_FTS_INDEX,
 )
+from shared.db.models import TAKEN_ORDER_INDEX
 from shared.errors import SchemaOutOfDate
 
 log = logging.getLogger(__name__)
@@ -65,12 +66,13 @@ def base_revision() -> str:
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
-    """What autogenerate compares: not the full-text objects, which live outside the models
-    (an FTS5 table and its shadow tables in SQLite, an expression GIN index in Postgres)."""
+    """What autogenerate compares: not the objects that live outside the models (full text of
+    captions and of text read in photos: FTS5 tables and their shadow tables in SQLite,
+    expression GIN indexes in Postgres; the capture-date order index, declared per dialect)."""
     if type_ == "table":
         return not (name or "").startswith((FTS_TABLE, OCR_FTS_TABLE))
     if type_ == "index":
-        return name not in (POSTGRES_FTS_INDEX, POSTGRES_OCR_FTS_INDEX)
+        return name not in (POSTGRES_FTS_INDEX, POSTGRES_OCR_FTS_INDEX, TAKEN_ORDER_INDEX)
     return True
 
 

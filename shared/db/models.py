@@ -1,5 +1,6 @@
 """Tables: images, captions, embeddings (per-image representations), index versions,
-centroids and memberships. Portable between SQLite (embedded) and Postgres."""
+centroids, memberships, near-duplicate pairs and groups. Portable between SQLite (embedded)
+and Postgres."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -44,13 +46,22 @@ class ImageStatus(enum.StrEnum):
 
 
 class EmbeddingKind(enum.StrEnum):
-    """What an `embeddings` row holds for its image (every vector lives in the text encoder's
+    """What an `embeddings` row holds for its image (all but `dup` live in the text encoder's
     space). `caption` is the vector the search index serves, whatever the representation
     setting made it (caption text, image or fused: services/caption/pipeline.py)."""
 
     caption = "caption"
     text = "text"  # the caption's own text vector (representations `image` and `fused`)
     image = "image"  # the projection head's image vector (representations `image` and `fused`)
+    # the CNN's GeM-pooled features (not the text space): near-duplicates (shared/duplicates.py)
+    dup = "dup"
+
+
+# `sort=taken` reads `ORDER BY taken_at DESC NULLS LAST, id DESC` (undated photos after) from this
+# index, made by revision 0002 per dialect, outside the models (as the full-text objects):
+# Postgres needs NULLS LAST in the index, which SQLite cannot declare (its NULLs already sort
+# last in a descending order). It also serves the `taken_from`/`taken_to` range.
+TAKEN_ORDER_INDEX = "ix_images_taken_at_id"
 
 
 class ImageRecord(Base):
@@ -69,6 +80,8 @@ class ImageRecord(Base):
     status: Mapped[str] = mapped_column(String(16), default=ImageStatus.pending, index=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # when the photo was taken (EXIF, shared/capture.py); None: no usable date in the file
+    taken_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -153,6 +166,31 @@ class Membership(Base):
         ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
     )
     cluster_id: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+class DuplicatePair(Base):
+    """Two photos judged the same (`shared/duplicates.py`): ids ascending, their cosine."""
+
+    __tablename__ = "duplicate_pairs"
+
+    image_a: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    image_b: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    score: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+class DuplicateMember(Base):
+    """An image's near-duplicate group: the smallest image id the group has held."""
+
+    __tablename__ = "duplicate_members"
+
+    image_id: Mapped[int] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), primary_key=True
+    )
+    group_id: Mapped[int] = mapped_column(BigId, nullable=False, index=True)
 
 
 class ApiKey(Base):

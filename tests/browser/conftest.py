@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,11 +63,11 @@ class UiServer:
     key: str
 
 
-@pytest.fixture(scope="session")
-def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
+@contextmanager
+def embedded_ui(data_dir: Path) -> Iterator[UiServer]:
     """A fresh embedded instance with API keys ON (the browser signs in at /sign-in), rate
     limits off (one local browser), on a free port."""
-    settings = Settings(data_dir=tmp_path_factory.mktemp("ui"), database_url=None,
+    settings = Settings(data_dir=data_dir, database_url=None,
                         blob_backend="local", auth={"enabled": True},
                         rate_limit={"enabled": False})
     stack: EmbeddedStack = build_embedded(settings)
@@ -77,6 +78,13 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
             yield UiServer(url=server.url, key=key)
     finally:
         stack.close()
+
+
+@pytest.fixture(scope="session")
+def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiServer]:
+    """The embedded instance most browser tests share."""
+    with embedded_ui(tmp_path_factory.mktemp("ui")) as server:
+        yield server
 
 
 def sign_in(page: Any, key: str) -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import create_engine, text
 
 from shared.db import Base, make_engine
 from shared.db.migrate import base_revision, head_revision, include_name, schema_state, upgrade
+from shared.db.models import TAKEN_ORDER_INDEX
 from tests.integration.conftest import PG_ADMIN_URL
 from tests.support.migrations import fill_every_table, missing_rows
 
@@ -73,6 +74,20 @@ def test_head_is_the_models_on_postgres(empty_database: str) -> None:
     engine.dispose()
 
 
+def test_sort_taken_reads_its_index_without_a_sort_step(empty_database: str) -> None:
+    """`ORDER BY taken_at DESC NULLS LAST, id DESC` (GET /v1/images?sort=taken) is the order
+    of revision 0002's index, NULLs last included."""
+    engine = make_engine(empty_database)
+    upgrade(engine)
+    with engine.connect() as conn:
+        conn.execute(text("SET enable_seqscan = off"))  # an empty table would be scanned
+        plan = "\n".join(r[0] for r in conn.execute(text(
+            "EXPLAIN SELECT id FROM images ORDER BY taken_at DESC NULLS LAST, id DESC "
+            "LIMIT 50")))
+    assert TAKEN_ORDER_INDEX in plan and "Sort" not in plan, plan
+    engine.dispose()
+
+
 def test_upgrading_from_the_baseline_keeps_every_row(empty_database: str) -> None:
     engine = make_engine(empty_database)
     upgrade(engine, base_revision())
@@ -83,8 +98,11 @@ def test_upgrading_from_the_baseline_keeps_every_row(empty_database: str) -> Non
     upgrade(engine)
     assert schema_state(engine).at_head
     assert missing_rows(engine, written) == []
-    with engine.connect() as conn:  # photos from before the OCR stage: waiting, not lost
+    with engine.connect() as conn:  # revision 0002's capture date: null until backfilled
+        taken = [r[0] for r in conn.execute(text("SELECT taken_at FROM images ORDER BY id"))]
+        # revision 0004: photos from before the OCR stage are waiting, not lost
         assert conn.execute(text("SELECT count(*) FROM image_texts")).scalar() == 0
+    assert taken == [None] * len(written["images"])
     engine.dispose()
 
 

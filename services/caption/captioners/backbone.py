@@ -40,6 +40,7 @@ from services.caption.captioners.backbone_export import (
 )
 from shared.config import Settings, get_settings
 from shared.devices import model_streams, resolve_device, set_torch_threads
+from shared.duplicates import unit_rows
 from shared.inference import InferenceModel
 from shared.onnxrt import make_session, resolve_runtime
 
@@ -149,6 +150,12 @@ class BackboneOutput:
         """Generalised-mean pooling (B, 1280): (mean x^p)^(1/p); p = 1 is average pooling."""
         x = self.features.float().clamp(min=0)
         return x.pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+
+
+def duplicate_vectors(out: BackboneOutput) -> NDArray[np.float32]:
+    """A pass's near-duplicate vectors: unit-length GeM (p = 3) of the head features
+    (`shared/duplicates.py`; the vector and threshold measured in docs/quality.md)."""
+    return unit_rows(out.gem(3.0).cpu().numpy())
 
 
 class EfficientNetBackbone(InferenceModel):

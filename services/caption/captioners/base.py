@@ -17,10 +17,12 @@ from shared.inference import InferenceModel
 
 @dataclass(frozen=True)
 class Analysis:
-    """Captions of a batch and, when an embedder was given, its image-side vectors and texts."""
+    """Captions of a batch and, when an embedder was given, its image-side vectors and texts;
+    with `duplicates` asked of a captioner that makes a CNN pass, that pass's GeM vectors."""
 
     captions: list[str]
     image: ImageEmbedding | None = None
+    duplicates: NDArray[np.float32] | None = None
 
 
 class Captioner(InferenceModel):
@@ -56,27 +58,32 @@ class Captioner(InferenceModel):
         return captions
 
     def analyse(self, images: Sequence[Image.Image],
-                embedder: ImageEmbedder | None = None) -> Analysis:
-        """Captions and (with `embedder`) image vectors; one CNN pass when they share one."""
+                embedder: ImageEmbedder | None = None, *, duplicates: bool = False) -> Analysis:
+        """Captions and (with `embedder`) image vectors; one CNN pass when they share one (and
+        with `duplicates`, that pass's GeM vectors when the captioner makes one)."""
         self.load()
         if embedder is not None:
             embedder.load()
         captions: list[str] = []
         vectors: list[NDArray[np.float32]] = []
         extra: list[str] = []
+        dups: list[NDArray[np.float32]] | None = [] if duplicates else None
         for start in range(0, len(images), self.batch_size):
             batch = list(images[start:start + self.batch_size])
-            texts, image = self._analyse(batch, embedder)
+            texts, image, found = self._analyse(batch, embedder)
+            if dups is not None:
+                dups = None if found is None else dups + [found]
             if len(texts) != len(batch):
                 raise RuntimeError(f"{self.name} returned {len(texts)} captions for {len(batch)}")
             captions.extend(texts)
             if image is not None:
                 vectors.append(np.asarray(image.vectors, dtype=np.float32))
                 extra.extend(image.texts)
+        dup = np.vstack(dups) if dups else None
         if embedder is None:
-            return Analysis(captions)
+            return Analysis(captions, duplicates=dup)
         stacked = np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
-        return Analysis(captions, ImageEmbedding(stacked, extra))
+        return Analysis(captions, ImageEmbedding(stacked, extra), dup)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Captioner:
@@ -87,10 +94,11 @@ class Captioner(InferenceModel):
         raise NotImplementedError
 
     def _analyse(self, batch: list[Image.Image], embedder: ImageEmbedder | None
-                 ) -> tuple[list[str], ImageEmbedding | None]:
-        """Captions, and the embedder's output from its own pass (subclasses share theirs)."""
+                 ) -> tuple[list[str], ImageEmbedding | None, NDArray[np.float32] | None]:
+        """Captions, the embedder's output from its own pass (subclasses share theirs), and
+        the GeM vectors of the captioner's CNN pass (None: it makes none; the caller does)."""
         image = embedder.embed(batch) if embedder is not None else None
-        return self._caption(batch), image
+        return self._caption(batch), image, None
 
 
 C = TypeVar("C", bound=type[Captioner])

@@ -7,9 +7,15 @@ costly part of both.
 
 from __future__ import annotations
 
+import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 
-from services.caption.captioners.backbone import BackboneOutput, EfficientNetBackbone
+from services.caption.captioners.backbone import (
+    BackboneOutput,
+    EfficientNetBackbone,
+    duplicate_vectors,
+)
 from services.caption.captioners.base import Captioner
 from services.caption.captioners.embedder import ImageEmbedder, ImageEmbedding
 
@@ -30,8 +36,12 @@ class BackboneCaptioner(Captioner):
         return self.describe_output(self.backbone.forward(batch))
 
     def _analyse(self, batch: list[Image.Image], embedder: ImageEmbedder | None
-                 ) -> tuple[list[str], ImageEmbedding | None]:
-        if embedder is None or embedder.backbone is not self.backbone:
-            return super()._analyse(batch, embedder)
-        out = self.backbone.forward(batch)  # the one pass both read
-        return self.describe_output(out), embedder.embed_output(out)
+                 ) -> tuple[list[str], ImageEmbedding | None, NDArray[np.float32] | None]:
+        out = self.backbone.forward(batch)  # the one pass the caption, image and GeM read
+        if embedder is None:
+            image = None
+        elif embedder.backbone is self.backbone:
+            image = embedder.embed_output(out)
+        else:
+            image = embedder.embed(batch)
+        return self.describe_output(out), image, duplicate_vectors(out)

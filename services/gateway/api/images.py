@@ -59,10 +59,14 @@ def list_images(
     status: ImageStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    sort: Annotated[images.ListSort, Query(description=(
+        "date (newest upload first) or taken (newest capture first, photos without a "
+        "capture date after)"))] = "date",
 ) -> ImagePage:
-    """A page of images, newest first; filters as in search (date, source, size)."""
+    """A page of images, newest first; filters as in search (upload and capture dates,
+    source, size)."""
     return images.list_images(session=session, status=status, limit=limit, offset=offset,
-                              filters=filters)
+                              filters=filters, sort=sort)
 
 
 @router.post("/v1/images/lookup", response_model=ImageLookupResult,

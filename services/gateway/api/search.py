@@ -25,8 +25,9 @@ async def search_query(  # async: no thread-pool hop for a pure check
     min_score: Annotated[float, Query(ge=-1.0, le=1.0, description="drop weaker hits")] = -1.0,
     nprobe: Annotated[int | None, Query(ge=1, le=1_000_000, description="clusters to scan")
                       ] = None,
-    sort: Annotated[Sort, Query(description="relevance (best first) or date (newest first, "
-                                            "among the matches above min_score)")
+    sort: Annotated[Sort, Query(description=(
+        "relevance (best first), date (newest upload first) or taken (newest capture "
+        "first, photos without a capture date after), among the matches above min_score"))
                     ] = "relevance",
     hybrid: Annotated[bool | None, Query(description=(
         "fuse caption full-text matches into the ranking (default: the ranking.hybrid "
@@ -44,7 +45,8 @@ async def search_query(  # async: no thread-pool hop for a pure check
             dependencies=[requires("search"), SchemaReady])
 async def search_images(query: Annotated[SearchQuery, Depends(search_query)],
                         context: ContextDep) -> Response:
-    """Images whose captions best match the text: filtered, by relevance or date, paged."""
+    """Images whose captions best match the text: filtered, by relevance, upload date or
+    capture date (`taken`), paged. Every result carries `taken_at` (null: no capture date)."""
     page = await search.search_page(query=query, settings=context.settings,
                                     encoder=context.encoder, index=context.index,
                                     session_factory=context.reads)

@@ -27,7 +27,13 @@ from shared.db import (
     make_read_session_factory,
     make_session_factory,
 )
-from shared.queue import CaptionQueue, CeleryCaptionQueue, ocr_queue
+from shared.queue import (
+    CaptionQueue,
+    CeleryCaptionQueue,
+    CeleryPhotoEncoder,
+    PhotoEncoder,
+    ocr_queue,
+)
 from shared.shards import make_index_client
 from shared.storage import BlobStore, make_blob_store
 
@@ -42,6 +48,8 @@ class GatewayContext:
     encoder: EncoderClient
     index: IndexClient
     queue: CaptionQueue
+    # a query photo outside the collection → its vector (the caption worker's models)
+    photos: PhotoEncoder | None = None
     # checks the schema once the database answers (None: the caller migrated it already)
     schema: SchemaGate | None = None
     # sessions of the query path's reads (autocommit on Postgres); None: `session_factory`
@@ -86,6 +94,7 @@ def build_context(settings: Settings) -> GatewayContext:
         index=make_index_client(settings),  # a fan-out when there are several shards
         queue=CeleryCaptionQueue(celery, settings.caption_batch_size),
         ocr_queue=ocr_queue(celery, settings.ocr_batch_size) if settings.ocr else None,
+        photos=CeleryPhotoEncoder(celery, settings.similar_timeout_s),
         schema=SchemaGate(engine),
         read_session_factory=make_read_session_factory(make_read_engine(settings.sqlalchemy_url)),
     )

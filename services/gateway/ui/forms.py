@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from datetime import datetime
 from urllib.parse import urlencode
 
 from fastapi import Request
 
-from services.gateway.filters import ImageFilters, parse_instant
-from services.gateway.search import SearchQuery, check_query
+from services.gateway.filters import ImageFilters, instant_range
+from services.gateway.search import SearchQuery, Sort, check_query
 from shared.config import Settings
 from shared.errors import CapsearchError
+
+SORTS: dict[str, Sort] = {"relevance": "relevance", "date": "date", "taken": "taken"}
 
 # size choices of the filter menu: (label, min megapixels, max megapixels)
 SIZES: dict[str, tuple[str, float | None, float | None]] = {
@@ -34,6 +37,8 @@ class SearchForm:
     sort: str = "relevance"
     date_from: str = ""
     date_to: str = ""
+    taken_from: str = ""
+    taken_to: str = ""
     source: str = ""
     size: str = ""
     hybrid: bool = False
@@ -47,28 +52,35 @@ class SearchForm:
         filters = self.filters()
         if self.errors:
             return None
-        return dataclasses.replace(checked, sort="date" if self.sort == "date" else "relevance",
+        return dataclasses.replace(checked, sort=SORTS.get(self.sort, "relevance"),
                                    filters=filters, hybrid=self.hybrid,
                                    cursor=self.cursor or None)
 
     def filters(self) -> ImageFilters:
-        """The form's filters; a date that does not parse is noted in `errors` and left out."""
-        start = end = None
+        """The form's filters; a date range that does not parse (or is upside down) is noted
+        in `errors` and left out."""
+        start, end = self._range(self.date_from, self.date_to,
+                                 ("uploaded from", "uploaded until"))
+        taken_start, taken_end = self._range(self.taken_from, self.taken_to,
+                                             ("taken from", "taken until"))
+        _, low, high = SIZES.get(self.size, SIZES[""])
+        return ImageFilters(date_from=start, date_to=end, taken_from=taken_start,
+                            taken_to=taken_end, source=self.source or None,
+                            min_megapixels=low, max_megapixels=high)
+
+    def _range(self, start: str, end: str, names: tuple[str, str]
+               ) -> tuple[datetime | None, datetime | None]:
         try:
-            start = parse_instant(self.date_from, name="from", end_of_day=False) \
-                if self.date_from else None
-            end = parse_instant(self.date_to, name="to", end_of_day=True) \
-                if self.date_to else None
+            return instant_range(start, end, names=names)
         except CapsearchError as exc:
             self.errors.append(exc.message)
-        _, low, high = SIZES.get(self.size, SIZES[""])
-        return ImageFilters(date_from=start, date_to=end, source=self.source or None,
-                            min_megapixels=low, max_megapixels=high)
+            return None, None
 
     def query_string(self, cursor: str | None = None) -> str:
         """This form as a URL query (with a cursor: the link to the next page)."""
         values = {"q": self.q, "min_score": self.min_score, "sort": self.sort,
-                  "date_from": self.date_from, "date_to": self.date_to, "source": self.source,
+                  "date_from": self.date_from, "date_to": self.date_to,
+                  "taken_from": self.taken_from, "taken_to": self.taken_to, "source": self.source,
                   "size": self.size, "hybrid": "1" if self.hybrid else "", "form": "1",
                   "cursor": cursor or ""}
         return urlencode({k: v for k, v in values.items() if v})
@@ -85,7 +97,8 @@ class SearchForm:
 def search_form(
     request: Request,
     q: str = "", min_score: str = "", sort: str = "relevance", date_from: str = "",
-    date_to: str = "", source: str = "", size: str = "", hybrid: str = "", cursor: str = "",
+    date_to: str = "", taken_from: str = "", taken_to: str = "", source: str = "",
+    size: str = "", hybrid: str = "", cursor: str = "",
 ) -> SearchForm:
     """The form as the request's query string fills it."""
     # a submitted form carries `form=1`: then an unchecked box means off; a bare link
@@ -95,5 +108,6 @@ def search_form(
     else:
         use_hybrid = request.app.state.context.settings.ranking.hybrid
     return SearchForm(q=q.strip(), min_score=min_score, sort=sort, date_from=date_from,
-                      date_to=date_to, source=source, size=size, hybrid=use_hybrid,
+                      date_to=date_to, taken_from=taken_from, taken_to=taken_to,
+                      source=source, size=size, hybrid=use_hybrid,
                       cursor=cursor)

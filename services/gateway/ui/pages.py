@@ -22,7 +22,9 @@ from fastapi.templating import Jinja2Templates
 
 from services.gateway import images, search, similar
 from services.gateway.api.params import ImageId
+from services.gateway.api.similar import read_photo_form
 from services.gateway.core.auth import requires
+from services.gateway.core.body_limit import accepts_body
 from services.gateway.core.context import ContextDep, GatewayContext, SchemaReady
 from services.gateway.ui.forms import SIZES, SearchForm, search_form
 from shared.db import ImageRecord
@@ -43,6 +45,8 @@ SECURITY_HEADERS = {
 }
 
 router = APIRouter(include_in_schema=False, dependencies=[requires("search"), SchemaReady])
+# the search page's photo form (declared, so its scope is checked before the body is read)
+PHOTO_FORM: dict[str, Any] = {"requestBody": {"content": {"multipart/form-data": {}}}}
 
 
 def mount_static(app: FastAPI) -> None:
@@ -84,16 +88,19 @@ def _sources(context: GatewayContext) -> list[SourceCount]:
 
 
 async def _recent(context: GatewayContext, form: SearchForm) -> list[SearchResult]:
-    """The newest indexed images (the home page without a query), within the filters."""
+    """The newest images (the home page without a query), within the filters: newest upload
+    first, or newest capture first when the form sorts by capture date."""
     filters = form.filters()
 
     def _load() -> list[SearchResult]:
         with context.session_factory() as session:
             page = images.list_images(session=session, status=None, limit=PAGE_SIZE, offset=0,
-                                      filters=filters)
+                                      filters=filters,
+                                      sort="taken" if form.sort == "taken" else "date")
         return [SearchResult(id=i.id, score=0.0, caption=i.caption, filename=i.filename,
                              content_url=i.content_url, thumbnail_url=i.thumbnail_url,
-                             source=i.source, created_at=i.created_at, width=i.width,
+                             source=i.source, created_at=i.created_at, taken_at=i.taken_at,
+                             width=i.width,
                              height=i.height, size_bytes=i.size_bytes) for i in page.images]
 
     return await anyio.to_thread.run_sync(_load)
@@ -165,6 +172,32 @@ async def similar_page(request: Request, context: ContextDep, image_id: ImageId
                       title="Cannot find similar photos", message=exc.message)
     return render(request, "similar.html", example_id=image_id, results=found.results,
                   show_scores=True, next_cursor=None)
+
+
+@router.post("/similar", response_class=HTMLResponse, dependencies=[accepts_body("file")],
+             openapi_extra=PHOTO_FORM)
+async def similar_photo_page(request: Request, context: ContextDep) -> HTMLResponse:
+    """Photos like one the user dropped or chose on the search page (kept nowhere)."""
+    settings = context.settings
+    try:
+        _, data = await read_photo_form(request, settings.max_upload_bytes)
+        example = await anyio.to_thread.run_sync(lambda: _by_bytes(context, data))
+        if example is None:
+            example = await similar.example_by_photo(data, settings=settings,
+                                                     photos=context.photos)
+        found = await similar.find_similar(
+            example=example, k=min(PAGE_SIZE, settings.search_max_k), min_score=-1.0,
+            nprobe=None, index=context.index, session_factory=context.session_factory)
+    except CapsearchError as exc:
+        return render(request, "message.html", status_code=exc.status_code,
+                      title="Cannot find similar photos", message=exc.message)
+    return render(request, "similar.html", example_id=example.image_id, results=found.results,
+                  show_scores=True, next_cursor=None)
+
+
+def _by_bytes(context: GatewayContext, data: bytes) -> similar.Example | None:
+    with context.session_factory() as session:
+        return similar.example_by_bytes(session, data, context.settings.embedding_model)
 
 
 @router.get("/upload", response_class=HTMLResponse)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ from numpy.typing import NDArray
 
 from services.caption.pipeline import PipelineDeps
 from services.caption.worker import WorkerContext, create_celery_app, request_id_of
-from shared.celery_app import CAPTION_TASK
+from shared.celery_app import CAPTION_TASK, EMBED_PHOTO_TASK, OCR_TASK
 from shared.config import Settings
 from shared.db import ImageRecord
 from shared.errors import DependencyTimeout
@@ -127,3 +129,34 @@ def test_warm_up_builds_the_models_before_any_task_and_survives_a_failure(deps: 
     assert context.warm_up() is False  # logged, the worker still starts
     assert context.warm_up() is True and built == [1, 1]
     assert context.deps() is deps and built == [1, 1]  # the first task builds nothing more
+
+
+def test_the_photo_task_answers_a_vector_or_why_not(deps: PipelineDeps,
+                                                    coco_images: list[Path]) -> None:
+    task = celery_app_for(deps).tasks[EMBED_PHOTO_TASK]
+    data = coco_images[0].read_bytes()
+    answer = task.apply(args=[base64.b64encode(data).decode()]).get()
+    vector = np.asarray(answer["vector"], dtype=np.float32)
+    assert vector.shape == (384,) and float(np.linalg.norm(vector)) == pytest.approx(1, abs=1e-4)
+    refused = task.apply(args=[base64.b64encode(b"not a photo").decode()]).get()
+    assert set(refused) == {"error"} and "image" in refused["error"]
+
+
+def test_query_photos_have_a_queue_of_their_own() -> None:
+    from shared.celery_app import SIMILAR_QUEUE, make_celery
+
+    routes = make_celery(Settings(broker_url="memory://")).conf.task_routes
+    assert routes[EMBED_PHOTO_TASK] == {"queue": SIMILAR_QUEUE}
+    assert routes[CAPTION_TASK] == {"queue": "caption"}
+    assert routes[OCR_TASK] == {"queue": "ocr"}
+
+
+def test_the_worker_polls_query_photos_then_captions_then_ocr() -> None:
+    """A user waits for a query photo; OCR goes only while nothing else waits."""
+    from services.caption.__main__ import worker_queues
+    from shared.celery_app import make_celery
+
+    app = make_celery(Settings(broker_url="memory://"))
+    assert app.conf.broker_transport_options["queue_order_strategy"] == "priority"
+    assert worker_queues(Settings(ocr=True)) == "similar,caption,ocr"
+    assert worker_queues(Settings(ocr=False)) == "similar,caption"

@@ -112,3 +112,41 @@ def test_a_rate_limited_request_is_retried_after_the_advertised_wait() -> None:
     with CapsearchClient("http://gw", transport=httpx.MockTransport(handler)) as client:
         assert client.image(5).status == "indexed"
     assert len(calls) == 3
+
+
+def capture_handler(seen: list[httpx.Request], body: dict[str, object]
+                    ) -> Callable[[httpx.Request], httpx.Response]:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=body)
+    return handler
+
+
+def test_search_sends_sort_taken_and_capture_filters_and_reads_taken_at() -> None:
+    from datetime import UTC, date, datetime
+
+    hit = {"id": 7, "score": 0.5, "caption": "a dog", "filename": "d.jpg",
+           "content_url": "/c", "thumbnail_url": "/t", "taken_at": "2019-07-14T16:05:00Z"}
+    seen: list[httpx.Request] = []
+    transport = httpx.MockTransport(capture_handler(
+        seen, {"query": "dog", "k": 5, "results": [hit], "sort": "taken"}))
+    with CapsearchClient("http://gw", transport=transport) as client:
+        results = client.search("dog", k=5, sort="taken", taken_from=date(2019, 1, 1),
+                                taken_to=datetime(2019, 12, 31, 23, tzinfo=UTC))
+    params = dict(seen[0].url.params)
+    assert params["sort"] == "taken"
+    assert params["taken_from"] == "2019-01-01"
+    assert params["taken_to"] == "2019-12-31T23:00:00+00:00"
+    assert results.results[0].taken_at == datetime(2019, 7, 14, 16, 5, tzinfo=UTC)
+
+
+def test_images_listing_passes_sort_taken() -> None:
+    seen: list[httpx.Request] = []
+    body = {"images": [image_body(1, "indexed") | {"taken_at": None}], "total": 1,
+            "limit": 50, "offset": 0}
+    with CapsearchClient("http://gw", transport=httpx.MockTransport(
+            capture_handler(seen, body))) as client:
+        page = client.images(sort="taken", taken_from="2020-01-01")
+    assert dict(seen[0].url.params) == {"limit": "50", "offset": "0", "sort": "taken",
+                                        "taken_from": "2020-01-01"}
+    assert page.images[0].taken_at is None

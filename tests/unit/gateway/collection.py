@@ -18,6 +18,7 @@ class Photo:
     caption: str | None = None
     vector: tuple[float, ...] | None = None  # stored as the caption vector (DIM floats)
     created: datetime = datetime(2024, 1, 1, tzinfo=UTC)
+    taken: datetime | None = None  # the EXIF capture date; None: the file has none
     source: str = "upload"
     width: int = 640
     height: int = 480
@@ -37,7 +38,8 @@ def seed(gateway: Gateway, photos: list[Photo]) -> dict[str, int]:
         for n, p in enumerate(photos):
             row = ImageRecord(sha256=f"{n + 1:064x}", filename=p.name, source=p.source,
                               format="JPEG", width=p.width, height=p.height,
-                              size_bytes=p.size_bytes, status=p.status, created_at=p.created)
+                              size_bytes=p.size_bytes, status=p.status, created_at=p.created,
+                              taken_at=p.taken)
             session.add(row)
             session.flush()
             ids[p.name] = row.id

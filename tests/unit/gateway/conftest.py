@@ -15,8 +15,10 @@ from typing import Any
 
 import anyio
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from numpy.typing import NDArray
 from PIL import Image
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
@@ -113,6 +115,21 @@ class FakeBackends:
         return httpx.Response(404, json={"error": {"code": "not_found", "message": path}})
 
 
+class FakePhotos:
+    """Plays the caption worker's photo → vector task: a fixed vector, or an error."""
+
+    def __init__(self) -> None:
+        self.vector = [1.0] + [0.0] * (DIM - 1)
+        self.error: Exception | None = None
+        self.photos: list[bytes] = []
+
+    async def embed_photo(self, data: bytes) -> NDArray[np.float32]:
+        if self.error is not None:
+            raise self.error
+        self.photos.append(data)
+        return np.asarray(self.vector, dtype=np.float32)
+
+
 class RecordingQueue:
     """A caption queue that remembers every batch, or fails when told to."""
 
@@ -139,6 +156,7 @@ class Gateway:
     backends: FakeBackends
     queue: RecordingQueue
     blob_root: Path
+    photos: FakePhotos
 
     @property
     def settings(self) -> Settings:
@@ -181,7 +199,7 @@ def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
         root.mkdir()
         engine = make_engine(f"sqlite:///{root / 'capsearch.db'}")
         upgrade(engine)
-        backends, queue = FakeBackends(), RecordingQueue()
+        backends, queue, photos = FakeBackends(), RecordingQueue(), FakePhotos()
         context = GatewayContext(
             settings=settings,
             session_factory=make_session_factory(engine),
@@ -191,13 +209,14 @@ def make_gateway(tmp_path: Path) -> Iterator[GatewayFactory]:
             index=HttpIndexClient("http://search",
                                        transport=httpx.MockTransport(backends.search)),
             queue=queue,
+            photos=photos,
         )
         # a Host the gateway answers for (the bound 127.0.0.1; core/origin.py)
         client = TestClient(create_app(context=context), base_url="http://127.0.0.1")
         client.__enter__()
         opened.append((client, context))
         return Gateway(client=client, context=context, backends=backends, queue=queue,
-                       blob_root=settings.blob_dir)
+                       blob_root=settings.blob_dir, photos=photos)
 
     yield build
     for client, context in opened:

@@ -177,7 +177,9 @@ def test_early_scope_checks_are_the_body_routes_own_declarations(secured: Gatewa
     assert early == {("POST", "^/v1/images$"): "write",
                      ("POST", "^/v1/images/lookup$"): "search",
                      ("POST", "^/v1/search/similar$"): "search",
-                     ("POST", "^/v1/imports$"): "admin"}
+                     ("POST", "^/v1/imports$"): "admin",
+                     ("POST", "^/similar$"): "search",
+                     ("POST", "^/duplicates/delete$"): "write"}
     routes = {(m, r.path): (r, inh)  # type: ignore[attr-defined]
               for r, inh in _api_routes(secured.client.app) for m in r.methods}  # type: ignore[attr-defined]
     for (method, pattern), scope in early.items():

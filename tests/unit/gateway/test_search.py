@@ -49,7 +49,8 @@ def test_search_hydrates_captions_in_rank_order(gateway: Gateway,
     assert shown == {"id": seeded["cat.jpg"], "score": 0.9, "caption": "a cat on a sofa",
                      "filename": "cat.jpg",
                      "content_url": f"/v1/images/{seeded['cat.jpg']}/content",
-                     "thumbnail_url": f"/v1/images/{seeded['cat.jpg']}/thumbnail"}
+                     "thumbnail_url": f"/v1/images/{seeded['cat.jpg']}/thumbnail",
+                     "taken_at": None}  # every hit carries its capture date, null when none
     assert body["results"][2]["caption"] is None
     assert gateway.backends.encoded == [["a pet"]]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 
 from shared.db import Base, make_engine
 from shared.db.migrate import (
@@ -19,6 +19,7 @@ from shared.db.migrate import (
     schema_state,
     upgrade,
 )
+from shared.db.models import TAKEN_ORDER_INDEX
 from shared.errors import SchemaOutOfDate
 from tests.support.migrations import fill_every_table, missing_rows
 
@@ -88,6 +89,28 @@ def test_upgrading_from_the_baseline_keeps_every_row(engine: Engine) -> None:
     upgrade(engine)
     assert schema_state(engine).at_head
     assert missing_rows(engine, written) == []
+    assert taken_at_of_every_image(engine) == [None] * len(written["images"])
+
+
+def taken_at_of_every_image(engine: Engine) -> list[object]:
+    """The capture dates of the rows (revision 0002 adds the column: null until backfilled)."""
+    with engine.connect() as conn:
+        return [r[0] for r in conn.execute(text("SELECT taken_at FROM images ORDER BY id"))]
+
+
+def test_revision_0002_adds_taken_at_and_its_index(engine: Engine) -> None:
+    upgrade(engine, "0001")
+    upgrade(engine, "0002")
+    with engine.connect() as conn:
+        columns = {c["name"]: c for c in inspect(conn).get_columns("images")}
+        indexes = {i["name"]: i["column_names"] for i in inspect(conn).get_indexes("images")}
+    assert columns["taken_at"]["nullable"]
+    assert indexes[TAKEN_ORDER_INDEX] == ["taken_at", "id"]
+    with engine.connect() as conn:  # and `sort=taken`'s order reads it, no sort step
+        plan = " ".join(str(r[-1]) for r in conn.execute(text(
+            "EXPLAIN QUERY PLAN SELECT id FROM images "
+            "ORDER BY taken_at DESC NULLS LAST, id DESC LIMIT 50")))
+    assert TAKEN_ORDER_INDEX in plan and "TEMP B-TREE" not in plan
 
 
 def test_foreign_keys_are_enforced_again_after_an_upgrade(engine: Engine) -> None:
@@ -96,7 +119,26 @@ def test_foreign_keys_are_enforced_again_after_an_upgrade(engine: Engine) -> Non
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
 
 
-def test_revision_0003_adds_photo_texts_and_keeps_every_row(engine: Engine) -> None:
+def test_the_duplicates_revision_keeps_every_row_and_its_tables_cascade(engine: Engine
+                                                                       ) -> None:
+    """0001 → head keeps the rows; the new pair and group rows go with their images."""
+    upgrade(engine, base_revision())
+    written = fill_every_table(engine)
+    upgrade(engine)
+    assert missing_rows(engine, written) == []
+    a, b = (row["id"] for row in written["images"])
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO duplicate_pairs (image_a, image_b, score) "
+                          "VALUES (:a, :b, 0.9)"), {"a": a, "b": b})
+        conn.execute(text("INSERT INTO duplicate_members (image_id, group_id) "
+                          "VALUES (:a, :a), (:b, :a)"), {"a": a, "b": b})
+        conn.execute(text("DELETE FROM images WHERE id = :b"), {"b": b})
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM duplicate_pairs")).scalar() == 0
+        assert conn.execute(text("SELECT image_id FROM duplicate_members")).scalars().all() == [a]
+
+
+def test_revision_0004_adds_photo_texts_and_keeps_every_row(engine: Engine) -> None:
     from alembic import command
 
     from shared.db import ImageText
@@ -111,7 +153,7 @@ def test_revision_0003_adds_photo_texts_and_keeps_every_row(engine: Engine) -> N
         conn.execute(text("UPDATE images SET status = 'indexed'"))
     for row in written["images"]:
         row["status"] = "indexed"
-    upgrade(engine, "0003")
+    upgrade(engine, "0004")
     assert missing_rows(engine, written) == []
     sessions = make_session_factory(engine)
     image_id = written["images"][0]["id"]
@@ -123,7 +165,7 @@ def test_revision_0003_adds_photo_texts_and_keeps_every_row(engine: Engine) -> N
         assert match_photo_text(session, "exit", 10) == [image_id]
 
     with engine.connect() as conn:  # and back: the texts go, every other row stays
-        command.downgrade(alembic_config(conn), "0001")
+        command.downgrade(alembic_config(conn), "0003")
         conn.commit()
     assert missing_rows(engine, written) == []
     with engine.connect() as conn:

@@ -202,9 +202,32 @@
     });
   }
 
+  // ---- search by photo: a photo dropped on the box is sent as if chosen ----------------------
+  function enhancePhotoSearch() {
+    const form = document.getElementById("photo-search");
+    const zone = document.getElementById("photo-drop");
+    const input = document.getElementById("photo");
+    if (!form || !zone || !input) return;
+    ["dragenter", "dragover"].forEach((type) => zone.addEventListener(type, (e) => {
+      e.preventDefault();
+      zone.classList.add("over");
+    }));
+    ["dragleave", "drop"].forEach((type) => zone.addEventListener(type, () => {
+      zone.classList.remove("over");
+    }));
+    zone.addEventListener("drop", (e) => {
+      e.preventDefault();
+      if (!e.dataTransfer || !e.dataTransfer.files.length) return;
+      input.files = e.dataTransfer.files;
+      form.requestSubmit();
+    });
+    input.addEventListener("change", () => { if (input.files.length) form.requestSubmit(); });
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     enhanceThreshold();
     enhanceMore();
     enhanceUpload();
+    enhancePhotoSearch();
   });
 })();

@@ -1,7 +1,7 @@
 """Text read in photos: `image_texts`, one row per image, and its full-text objects.
 
-Revision ID: 0003
-Revises: 0001
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-03
 
 One row per image (shared/db/texts.py says why). Its `words` column is searched like captions
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | None = "0001"
+revision: str = "0004"
+down_revision: str | None = "0003"
 branch_labels: str | None = None
 depends_on: str | None = None
 
