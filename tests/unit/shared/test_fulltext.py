@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import delete, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.caption.pipeline import _upsert
+from services.caption.pipeline import upsert_rows
 from shared.db import Caption, ImageRecord, make_engine, make_session_factory
 from shared.db.fulltext import match_captions, query_terms
 from shared.db.migrate import base_revision, schema_state, upgrade
@@ -55,7 +55,7 @@ def test_matches_any_word_best_first_with_stemming(sessions: sessionmaker[Sessio
 def test_index_follows_caption_updates_and_deletes(sessions: sessionmaker[Session]) -> None:
     first, second = add_images(sessions, ["a red car", "a horse"])
     with sessions.begin() as session:  # the caption worker's upsert rewrites the caption
-        _upsert(session, Caption, ["image_id", "model"], [
+        upsert_rows(session, Caption, ["image_id", "model"], [
             {"image_id": first, "text": "a blue boat", "model": "tags", "model_version": ""}])
     with sessions.begin() as session:
         session.execute(delete(ImageRecord).where(ImageRecord.id == second))  # FK cascade
