@@ -33,7 +33,13 @@ from services.caption.pipeline import (
 )
 from services.caption.projection import build_embedder
 from shared.blocking import BlockingEncoder, BlockingIndex
-from shared.celery_app import CAPTION_TASK, EMBED_PHOTO_TASK, OCR_TASK, make_celery
+from shared.celery_app import (
+    CAPTION_TASK,
+    EMBED_PHOTO_TASK,
+    OCR_TASK,
+    SIMILAR_QUEUE,
+    make_celery,
+)
 from shared.clients import make_encoder_client
 from shared.config import Settings, get_settings
 from shared.db import make_engine, make_session_factory
@@ -240,9 +246,11 @@ def register_ocr_task(app: Celery, context: WorkerContext) -> Task:
         if deps is None:
             return {"read": 0, "failed": 0, "skipped": len(image_ids)}
         captions = CeleryCaptionQueue(self.app, 1)
-        report = read_photo_texts([int(i) for i in image_ids], deps=deps,
-                                  yield_to_captions=lambda: bool(captions.backlog()))
-        if report.deferred:  # a caption task came in: it goes first, these after it
+        queries = CeleryCaptionQueue(self.app, 1, task=EMBED_PHOTO_TASK, queue=SIMILAR_QUEUE)
+        report = read_photo_texts(
+            [int(i) for i in image_ids], deps=deps,
+            yield_to_captions=lambda: bool(queries.backlog()) or bool(captions.backlog()))
+        if report.deferred:  # a query photo or a caption task came in: it goes first
             ocr_queue(self.app, self.worker_context.settings.ocr_batch_size).enqueue(
                 report.deferred)
         return {"read": len(report.texts), "failed": len(report.failed),

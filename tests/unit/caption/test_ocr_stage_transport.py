@@ -15,7 +15,13 @@ from services.caption.ocr import OcrEngine, OcrLine
 from services.caption.photo_text import OcrDeps
 from services.caption.pipeline import PipelineDeps
 from services.caption.worker import WorkerContext, create_celery_app
-from shared.celery_app import CAPTION_QUEUE, CAPTION_TASK, OCR_TASK
+from shared.celery_app import (
+    CAPTION_QUEUE,
+    CAPTION_TASK,
+    EMBED_PHOTO_TASK,
+    OCR_TASK,
+    SIMILAR_QUEUE,
+)
 from shared.db.texts import count_ocr_waiting, texts_of
 from shared.queue import ocr_queue
 
@@ -87,6 +93,23 @@ def test_the_ocr_task_leaves_the_rest_of_its_batch_to_a_waiting_caption_task(
     finally:
         with app.connection_for_write() as conn:
             Queue(CAPTION_QUEUE)(conn.default_channel).purge()
+
+
+def test_the_ocr_task_also_leaves_the_rest_of_its_batch_to_a_waiting_photo_query(
+        deps: PipelineDeps, add_photos: AddPhotos) -> None:
+    from kombu import Queue
+
+    ids = add_photos(3)
+    ocr = OcrDeps(session_factory=deps.session_factory, store=deps.store, engine=SignEngine())
+    app = celery_app_for(deps, ocr)
+    app.tasks[CAPTION_TASK].apply(args=[ids]).get()
+    app.send_task(EMBED_PHOTO_TASK, args=["eA=="], queue=SIMILAR_QUEUE)  # a user waits
+    try:
+        result = app.tasks[OCR_TASK].apply(args=[ids]).get()
+        assert result == {"read": 1, "failed": 0, "skipped": 0, "deferred": 2}
+    finally:
+        with app.connection_for_write() as conn:
+            Queue(SIMILAR_QUEUE)(conn.default_channel).purge()
 
 
 def test_with_ocr_off_no_ocr_task_is_sent(deps: PipelineDeps, add_photos: AddPhotos) -> None:
