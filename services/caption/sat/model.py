@@ -54,6 +54,10 @@ class DecoderState:
     def select(self, rows: torch.Tensor) -> DecoderState:
         return DecoderState(self.regions[rows], self.keys[rows], self.h[rows], self.c[rows])
 
+    def reorder(self, rows: torch.Tensor) -> DecoderState:
+        """`select` for rows that stay with their own image: only the LSTM state moves."""
+        return DecoderState(self.regions, self.keys, self.h[rows], self.c[rows])
+
 
 class ShowAttendTell(nn.Module):
     """LSTM decoder with soft attention over image regions."""
