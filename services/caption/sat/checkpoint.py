@@ -1,4 +1,8 @@
-"""One file per trained decoder: weights (float16), vocabulary, config and provenance."""
+"""One file per trained decoder: weights (float16), vocabulary, config and provenance.
+
+Two architectures share the format, told apart by its `format` tag: the Show, Attend and Tell
+LSTM (`model.py`) and the transformer decoder (`transformer.py`).
+"""
 
 from __future__ import annotations
 
@@ -11,21 +15,32 @@ from typing import Any
 import torch
 
 from services.caption.sat.model import SatConfig, ShowAttendTell
+from services.caption.sat.transformer import CaptionTransformer, DecoderConfig
 from services.caption.sat.vocab import Vocabulary
 
-FORMAT = "capsearch-sat/1"
-_TIED = "out_words.weight"  # the same tensor as embed.weight: stored once
+Decoder = ShowAttendTell | CaptionTransformer
+FORMATS: dict[str, tuple[type[SatConfig] | type[DecoderConfig], type[Decoder]]] = {
+    "capsearch-sat/1": (SatConfig, ShowAttendTell),
+    "capsearch-transformer/1": (DecoderConfig, CaptionTransformer),
+}
+_TIED = "out_words.weight"  # the sat decoder's copy of embed.weight: stored once
+
+
+def format_of(model: Decoder) -> str:
+    return next(tag for tag, (_, cls) in FORMATS.items() if isinstance(model, cls))
 
 
 @dataclass
 class SatCheckpoint:
-    model: ShowAttendTell
+    """A trained decoder of either architecture, its vocabulary and metadata."""
+
+    model: Decoder
     vocab: Vocabulary
     meta: dict[str, Any] = field(default_factory=dict)
     encoder_state: dict[str, torch.Tensor] | None = None  # a fine-tuned CNN, else None
 
     @property
-    def config(self) -> SatConfig:
+    def config(self) -> SatConfig | DecoderConfig:
         return self.model.config
 
 
@@ -34,7 +49,7 @@ def save_checkpoint(path: Path, checkpoint: SatCheckpoint) -> None:
     state = {k: v.detach().to("cpu", torch.float16) for k, v in
              checkpoint.model.state_dict().items() if k != _TIED}
     payload: dict[str, Any] = {
-        "format": FORMAT,
+        "format": format_of(checkpoint.model),
         "config": checkpoint.config.to_dict(),
         "vocab": list(checkpoint.vocab.words),
         "state_dict": state,
@@ -53,15 +68,19 @@ def save_checkpoint(path: Path, checkpoint: SatCheckpoint) -> None:
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> SatCheckpoint:
     """The decoder in eval mode (float32), its vocabulary and metadata."""
     payload = torch.load(Path(path), map_location=map_location, weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} checkpoint")
-    config = SatConfig.from_dict(payload["config"])
+    tag = payload.get("format") if isinstance(payload, dict) else None
+    if tag not in FORMATS:
+        raise ValueError(f"{path} is not a caption decoder checkpoint "
+                         f"({', '.join(FORMATS)})")
+    config_cls, model_cls = FORMATS[tag]
+    config = config_cls.from_dict(payload["config"])
     vocab = Vocabulary(payload["vocab"])
     if len(vocab) != config.vocab_size:
         raise ValueError(f"{path}: vocabulary has {len(vocab)} words, config {config.vocab_size}")
-    model = ShowAttendTell(config)
+    model = model_cls(config)  # type: ignore[arg-type]
     state = {k: v.float() for k, v in payload["state_dict"].items()}
-    state[_TIED] = state["embed.weight"]
+    if isinstance(model, ShowAttendTell):
+        state[_TIED] = state["embed.weight"]
     model.load_state_dict(state, strict=True)
     encoder = payload.get("encoder_state")
     return SatCheckpoint(model.eval(), vocab, dict(payload.get("meta", {})),

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from services.caption.sat.beam import beam_search
+from services.caption.sat.beam import StepDecoder, beam_search
 from services.caption.sat.checkpoint import SatCheckpoint, save_checkpoint
 from services.caption.sat.model import SatConfig, ShowAttendTell, caption_loss
 from services.caption.sat.vocab import Vocabulary
@@ -69,7 +69,7 @@ class _State:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def generate(model: ShowAttendTell, vocab: Vocabulary, regions: torch.Tensor, *,
+def generate(model: StepDecoder, vocab: Vocabulary, regions: torch.Tensor, *,
              beam_width: int = 3, batch_size: int = 64) -> list[str]:
     """Captions of (N, L, F) regions, batched beam search."""
     device = next(model.parameters()).device
@@ -80,7 +80,7 @@ def generate(model: ShowAttendTell, vocab: Vocabulary, regions: torch.Tensor, *,
     return out
 
 
-def validate(model: ShowAttendTell, vocab: Vocabulary, val: ValidationSet,
+def validate(model: StepDecoder, vocab: Vocabulary, val: ValidationSet,
              beam_width: int) -> CaptionScores:
     return score_captions(generate(model, vocab, val.regions, beam_width=beam_width),
                           val.captions)
