@@ -4,18 +4,18 @@ Queries are caption-like sentences embedded by the text encoder (MiniLM-L6, 384-
 maps the shared CNN pass into that space, so the index can serve a vector that is better than
 any caption's (docs/quality.md):
 
-- image vector  r = normalise(W·x + b): ridge regression from x = [GeM-pooled head features,
-  ½·mean-pooled last-block features] (1,600-d) onto the mean text vector of each training
-  photo's human captions;
+- image vector  r = normalise(W₂·relu(W₁·x + b₁) + b₂): a two-layer MLP from x = [GeM-pooled
+  head features, ½·mean-pooled last-block features] (1,600-d), trained contrastively against
+  the training photos' human captions (`training/train_projection.py`; the input
+  standardisation is folded into W₁). A head of format /1 is one linear map (no W₁).
 - fused vector  v = normalise(w·t + (1-w)·r), t = the text vector of the photo's ImageNet tag
-  caption (the `tags` rule on the same pass's logits: zero-shot knowledge the 600 training
-  photos cannot teach), then v ← normalise(M·v) with M a 384×384 metric learned by InfoNCE on
-  held-out (cross-fitted) ridge predictions, then a hubness correction: v minus β times its mean
-  similarity to its k nearest training captions along the mean caption direction (an
-  approximation of CSLS that keeps a plain cosine index).
+  caption (the `tags` rule on the same pass's logits: zero-shot knowledge of 1,000 classes),
+  optionally v ← normalise(M·v) with a learned metric M (format /1 heads), then a hubness
+  correction: v minus β times its mean similarity to its k nearest training captions along the
+  mean caption direction (an approximation of CSLS that keeps a plain cosine index).
 
-Everything is linear in the query, so the query path is unchanged. One file holds it all
-(`services/caption/models/projection.pt` by default; float16 matrices).
+Everything after the head is linear in the query, so the query path is unchanged. One file
+holds it all (`services/caption/models/projection.pt` by default; float16 matrices).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ from shared.config import Settings
 from shared.inference import InferenceModel
 from shared.vectors import l2_normalize
 
-FORMAT = "capsearch-projection/1"
+FORMAT = "capsearch-projection/2"
+FORMATS = ("capsearch-projection/1", FORMAT)  # /1: one linear layer, no hidden one
 DEFAULT_PROJECTION = "projection.pt"
 GEM_P = 3.0
 HEAD_INPUT_DIM = 1280 + 320
@@ -64,11 +65,13 @@ def head_input(out: BackboneOutput, gem_p: float = GEM_P) -> torch.Tensor:
 
 @dataclass
 class ProjectionHead:
-    """Ridge map, fusion, metric and hubness correction (see the module docstring)."""
+    """Image map, fusion, metric and hubness correction (see the module docstring)."""
 
-    weight: Matrix  # (F, D)
+    weight: Matrix  # (H, D), or (F, D) without a hidden layer
     bias: Matrix  # (D,)
     image_size: int
+    hidden_weight: Matrix | None = None  # (F, H)
+    hidden_bias: Matrix | None = None  # (H,)
     text_weight: float = 0.35
     metric: Matrix | None = None  # (D, D)
     bank: Matrix | None = None  # (K, D) training caption vectors
@@ -79,7 +82,10 @@ class ProjectionHead:
 
     def project(self, x: NDArray[np.floating]) -> Matrix:
         """Head inputs (N, F) → image vectors (N, D), unit length."""
-        return l2_normalize(np.asarray(x, np.float32) @ self.weight + self.bias)
+        h = np.asarray(x, np.float32)
+        if self.hidden_weight is not None:
+            h = np.maximum(h @ self.hidden_weight + self.hidden_bias, 0.0)
+        return l2_normalize(h @ self.weight + self.bias)
 
     def fuse(self, text_vectors: Matrix, image_vectors: Matrix,
              text_weight: float | None = None) -> Matrix:
@@ -115,6 +121,9 @@ def save_head(path: Path, head: ProjectionHead) -> None:
     payload = {
         "format": FORMAT, "weight": half(head.weight),
         "bias": torch.from_numpy(np.asarray(head.bias, np.float32)),
+        "hidden_weight": half(head.hidden_weight),
+        "hidden_bias": (None if head.hidden_bias is None
+                        else torch.from_numpy(np.asarray(head.hidden_bias, np.float32))),
         "metric": half(head.metric), "bank": half(head.bank),
         "image_size": int(head.image_size), "text_weight": float(head.text_weight),
         "hub_beta": float(head.hub_beta), "hub_k": int(head.hub_k),
@@ -129,8 +138,8 @@ def save_head(path: Path, head: ProjectionHead) -> None:
 
 def load_head(path: Path) -> ProjectionHead:
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a {FORMAT} file")
+    if not isinstance(payload, dict) or payload.get("format") not in FORMATS:
+        raise ValueError(f"{path} is not a projection head ({', '.join(FORMATS)})")
 
     def full(t: torch.Tensor | None) -> Matrix | None:
         return None if t is None else t.float().numpy()
@@ -138,6 +147,8 @@ def load_head(path: Path) -> ProjectionHead:
     weight, bias = full(payload["weight"]), full(payload["bias"])
     assert weight is not None and bias is not None
     return ProjectionHead(weight=weight, bias=bias, metric=full(payload.get("metric")),
+                          hidden_weight=full(payload.get("hidden_weight")),
+                          hidden_bias=full(payload.get("hidden_bias")),
                           bank=full(payload.get("bank")),
                           image_size=int(payload["image_size"]),
                           text_weight=float(payload["text_weight"]),
