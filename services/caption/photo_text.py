@@ -15,16 +15,20 @@ the reason, and never fails the photo itself: it stays indexed and searchable by
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.caption.ocr import OcrEngine, OcrResult, RapidOcrEngine
-from services.caption.pipeline import WorkItem, decode_images, read_originals, upsert_rows
+from services.caption.pipeline import (
+    StageTimings,
+    WorkItem,
+    decode_images,
+    read_originals,
+    upsert_rows,
+)
 from shared.config import Settings
 from shared.db.fulltext import photo_text_document
 from shared.db.texts import ImageText, unread
@@ -46,22 +50,13 @@ class OcrDeps:
 
 
 @dataclass
-class OcrReport:
+class OcrReport(StageTimings):
     """What one call of `read_photo_texts` did, and how long each stage took (seconds)."""
 
     texts: dict[int, str] = field(default_factory=dict)  # "" when a photo has no text
     failed: dict[int, str] = field(default_factory=dict)
     skipped: list[int] = field(default_factory=list)  # gone, not indexed, or read already
     deferred: list[int] = field(default_factory=list)  # not started: captions were waiting
-    timings: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def timed(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
 
 
 def build_ocr_engine(settings: Settings, *, streams: int | None = None) -> OcrEngine | None:

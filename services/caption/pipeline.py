@@ -87,13 +87,9 @@ class Analysed:
 
 
 @dataclass
-class BatchReport:
-    """What one call of `caption_images` did, and how long each stage took (seconds)."""
+class StageTimings:
+    """Seconds spent per stage of one batch, summed (`with report.timed("caption"): ...`)."""
 
-    indexed: list[int] = field(default_factory=list)
-    failed: dict[int, str] = field(default_factory=dict)
-    skipped: list[int] = field(default_factory=list)
-    captions: dict[int, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
@@ -103,6 +99,16 @@ class BatchReport:
             yield
         finally:
             self.timings[stage] = self.timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class BatchReport(StageTimings):
+    """What one call of `caption_images` did, and how long each stage took (seconds)."""
+
+    indexed: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    skipped: list[int] = field(default_factory=list)
+    captions: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Beam search over a caption decoder, batched: B images × K beams decode as one (B·K) batch.
 
-Any decoder with `start(features) → state`, `step(words, state) → (logits, state, _)`,
-`state.select(rows)` and `state.reorder(rows)` (rows within their own image) works: the Show, Attend and Tell LSTM and the transformer decoder.
+Any decoder works that has `start(features) → state`, `step(words, state) → (logits, state, _)`,
+`state.select(rows)` and `state.reorder(rows)` (rows that stay with their own image): the Show,
+Attend and Tell LSTM and the transformer decoder.
 """
 
 from __future__ import annotations
