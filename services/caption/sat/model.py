@@ -12,15 +12,30 @@ share of the checkpoint. `caption_loss` adds the doubly stochastic attention pen
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+C = TypeVar("C", bound="SavedConfig")
+
+
+class SavedConfig:
+    """A decoder config as the dict its checkpoint stores (unknown keys of older files are
+    ignored, missing ones take the defaults)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in known})
+
 
 @dataclass(frozen=True)
-class SatConfig:
+class SatConfig(SavedConfig):
     """Shapes and regularisation of one decoder; saved in its checkpoint."""
 
     vocab_size: int
@@ -32,14 +47,6 @@ class SatConfig:
     dropout: float = 0.5
     max_words: int = 20  # captions are cut to this many words in training and generation
     alpha_c: float = 1.0  # weight of the doubly stochastic attention penalty
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SatConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass

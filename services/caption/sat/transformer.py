@@ -12,16 +12,18 @@ step costs one new position, not the whole prefix. The output layer shares the w
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from services.caption.sat.model import SavedConfig
+
 
 @dataclass(frozen=True)
-class DecoderConfig:
+class DecoderConfig(SavedConfig):
     """Shapes and regularisation of one decoder; saved in its checkpoint."""
 
     vocab_size: int
@@ -33,14 +35,6 @@ class DecoderConfig:
     ff_dim: int = 1024
     dropout: float = 0.3
     max_words: int = 20  # captions are cut to this many words in training and generation
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> DecoderConfig:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 @dataclass
