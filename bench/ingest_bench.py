@@ -7,6 +7,11 @@ per-stage seconds scraped from the caption worker's /metrics.
 
     python bench/ingest_bench.py --images ../shared/data/flickr8k-dev/images [--json]
     python bench/ingest_bench.py --images DIR --stack [--json]
+    python bench/ingest_bench.py --images DIR --compare tags transformer --rounds 2 [--json]
+
+--compare runs the embedded bench once per captioner per round, interleaved (A B A B: the
+machine's load drifts alike for both), each in a fresh process with CAPSEARCH_CAPTIONER set,
+and reports each captioner's median images/s and their ratio to the first.
 
 With --json the LAST line is one JSON object: images, seconds, img_per_s, peak_rss_mb, stages,
 machine (CPU model, kernel flags, cores, load) and, embedded, cpu_s (the process's CPU seconds).
@@ -114,14 +119,50 @@ def bench_stack(files: list[Path], batch: int) -> tuple[float, float, dict[str, 
     return seconds, peak, {s: round(sums.get(s, 0.0), 3) for s in STAGES}
 
 
+def compare(args: argparse.Namespace) -> int:
+    """Interleaved embedded runs of each captioner (see the module docstring)."""
+    import statistics
+    import subprocess
+
+    runs: dict[str, list[dict[str, object]]] = {c: [] for c in args.compare}
+    cmd = [sys.executable, __file__, "--images", str(args.images), "--batch", str(args.batch),
+           "--json"] + (["--limit", str(args.limit)] if args.limit else [])
+    for round_ in range(1, args.rounds + 1):
+        for captioner in args.compare:
+            out = subprocess.run(cmd, env=os.environ | {"CAPSEARCH_CAPTIONER": captioner},
+                                 check=True, capture_output=True, text=True).stdout
+            run = json.loads(out.strip().splitlines()[-1])
+            runs[captioner].append(run)
+            print(f"round {round_}, {captioner}: {run['img_per_s']} images/s, "
+                  f"cpu {run['cpu_s']} s, stages {run['stages']}", flush=True)
+    first = args.compare[0]
+    rates = {c: statistics.median(float(r["img_per_s"]) for r in rs)  # type: ignore[arg-type]
+             for c, rs in runs.items()}
+    result = {"images": runs[first][0]["images"], "rounds": args.rounds,
+              "img_per_s": rates,
+              "ratio_to_first": {c: round(v / rates[first], 3) for c, v in rates.items()},
+              "runs": runs, "machine": describe_machine()}
+    print(", ".join(f"{c} {v:.2f} images/s ({result['ratio_to_first'][c]:.2f}x {first})"
+                    for c, v in rates.items()))
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=Path, required=True)
     parser.add_argument("--limit", type=int, default=None, help="use the first N images")
     parser.add_argument("--batch", type=int, default=32, help="files per upload request")
     parser.add_argument("--stack", action="store_true", help="the multi-process stack")
+    parser.add_argument("--compare", nargs="+", metavar="CAPTIONER", default=None,
+                        help="embedded runs of these captioners, interleaved")
+    parser.add_argument("--rounds", type=int, default=2, help="with --compare: runs of each")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.compare:
+        print(machine_line(), file=sys.stderr, flush=True)
+        return compare(args)
 
     files = find_images([args.images])[: args.limit]
     if not files:

@@ -77,14 +77,6 @@ def _setup(args: argparse.Namespace) -> Settings:
 
 
 def run_train_captioner(args: argparse.Namespace) -> int:
-    from services.caption.training.regions import CachedRegions, LiveRegions
-    from services.caption.training.train_sat import (
-        SatTrainOptions,
-        ValidationSet,
-        train_sat,
-        with_model_overrides,
-    )
-
     settings = _setup(args)
     cache_dir = args.cache_dir or settings.cache_dir
     sets = training_sets(args)
@@ -94,6 +86,55 @@ def run_train_captioner(args: argparse.Namespace) -> int:
     maps = np.concatenate([f.maps for f in feats if f.maps is not None], axis=1)
     if maps.shape[1] != len(train):  # a photo in two sets: keep the first, as concat does
         maps = _dedupe_maps(sets, feats)
+    val = None
+    if args.val:
+        from services.caption.training.train_sat import ValidationSet
+
+        held = load_folder(args.val)
+        vf = cached_features(held.paths, cache_dir, backbone, map_views=1,
+                             desc=f"CNN features of {held.name}")
+        assert vf.maps is not None
+        val = ValidationSet(torch.from_numpy(vf.maps[0].astype(np.float32)), held.captions)
+    meta = {"trained_on": [s.name for s in sets], "photos": len(train),
+            "image_size": backbone.image_size, "backbone": backbone.name}
+    if args.arch == "transformer":
+        checkpoint = _train_transformer(args, train, maps, val, meta)
+    else:
+        checkpoint = _train_sat(args, settings, train, maps, backbone, val, meta)
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): {args.arch} decoder, "
+          f"vocabulary {len(checkpoint.vocab)} words, trained on {len(train)} photos")
+    scored = [h["bleu4"] for h in checkpoint.meta.get("history", []) if "bleu4" in h]
+    if scored:
+        print(f"BLEU-4 on {args.val} of the kept epoch: {max(scored):.2f}")
+    return 0
+
+
+def _train_transformer(args: argparse.Namespace, train: CaptionedImages, maps: np.ndarray,
+                       val: object, meta: dict[str, object]) -> object:
+    from services.caption.training.train_transformer import (
+        TransformerTrainOptions,
+        train_transformer,
+    )
+
+    options = TransformerTrainOptions(epochs=args.epochs, lr=args.lr, beam_width=args.beam,
+                                      seed=args.seed)
+    if args.hidden:
+        options = TransformerTrainOptions(**{**options.__dict__,
+                                             "model": {"width": args.hidden}})
+    return train_transformer(train.captions, maps, args.out, options=options,
+                             val=val, meta=meta)  # type: ignore[arg-type]
+
+
+def _train_sat(args: argparse.Namespace, settings: Settings, train: CaptionedImages,
+               maps: np.ndarray, backbone: EfficientNetBackbone, val: object,
+               meta: dict[str, object]) -> object:
+    from services.caption.training.regions import CachedRegions, LiveRegions
+    from services.caption.training.train_sat import (
+        SatTrainOptions,
+        train_sat,
+        with_model_overrides,
+    )
+
     text_only = ([c for group in load_text_only(args.text_only) for c in group]
                  if args.text_only else [])
     options = SatTrainOptions(epochs=args.epochs, pretrain_epochs=args.pretrain_epochs,
@@ -107,24 +148,10 @@ def run_train_captioner(args: argparse.Namespace) -> int:
     if args.fine_tune:
         live = LiveRegions(train.paths, backbone)
         regions, extra_params, extra_state = live, live.parameters(), live.state
-    val = None
-    if args.val:
-        held = load_folder(args.val)
-        vf = cached_features(held.paths, cache_dir, backbone, map_views=1,
-                             desc=f"CNN features of {held.name}")
-        assert vf.maps is not None
-        val = ValidationSet(torch.from_numpy(vf.maps[0].astype(np.float32)), held.captions)
-    meta = {"trained_on": [s.name for s in sets], "photos": len(train),
-            "image_size": backbone.image_size, "text_only": str(args.text_only or "")}
-    checkpoint = train_sat(train.captions, regions, cached.n_views, cached.mean(), args.out,
-                           options=options, text_only=text_only, val=val, resume=args.resume,
-                           extra_params=extra_params, extra_state=extra_state, meta=meta)
-    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): vocabulary "
-          f"{len(checkpoint.vocab)} words, trained on {len(train)} photos")
-    scored = [h["bleu4"] for h in checkpoint.meta.get("history", []) if "bleu4" in h]
-    if scored:
-        print(f"BLEU-4 on {args.val} of the kept epoch: {max(scored):.2f}")
-    return 0
+    return train_sat(train.captions, regions, cached.n_views, cached.mean(), args.out,
+                     options=options, text_only=text_only, val=val,  # type: ignore[arg-type]
+                     resume=args.resume, extra_params=extra_params, extra_state=extra_state,
+                     meta=dict(meta, text_only=str(args.text_only or "")))
 
 
 def _dedupe_maps(sets: list[CaptionedImages], feats: list[FeatureSet]) -> np.ndarray:
@@ -138,25 +165,28 @@ def _dedupe_maps(sets: list[CaptionedImages], feats: list[FeatureSet]) -> np.nda
 
 def add_train_captioner(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("train-captioner",
-                       help="train the Show, Attend and Tell captioner (the `sat` checkpoint)")
+                       help="train a caption decoder (transformer: the default captioner; sat)")
     add_data_arguments(p)
+    p.add_argument("--arch", choices=["transformer", "sat"], default="transformer",
+                   help="the decoder: transformer (captioner.pt) or Show, Attend and Tell")
     p.add_argument("--text-only", type=Path, default=None, metavar="TSV",
-                   help="captions without photos: vocabulary + language-model pre-training")
+                   help="sat: captions without photos, vocabulary + language-model pre-training")
     p.add_argument("--out", type=Path, required=True, help="the checkpoint file to write")
     p.add_argument("--val", type=Path, default=None, metavar="DIR",
                    help="a held-out folder: BLEU each epoch, the best epoch is kept")
-    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--pretrain-epochs", type=int, default=1,
-                   help="language-model epochs over --text-only first (0 = none)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=4e-4)
-    p.add_argument("--hidden", type=int, default=None, help="LSTM size (default 384)")
+                   help="sat: language-model epochs over --text-only first (0 = none)")
+    p.add_argument("--batch-size", type=int, default=64, help="sat: captions per batch")
+    p.add_argument("--lr", type=float, default=6e-4, help="peak learning rate")
+    p.add_argument("--hidden", type=int, default=None,
+                   help="decoder width (transformer 256, sat's LSTM 384)")
     p.add_argument("--beam", type=int, default=3, help="beam width for --val")
     p.add_argument("--fine-tune", action="store_true",
-                   help="train the CNN too (needs the photos each step: use a GPU)")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on the GPU")
+                   help="sat: train the CNN too (needs the photos each step: use a GPU)")
+    p.add_argument("--no-amp", action="store_true", help="sat: no mixed precision on the GPU")
     p.add_argument("--resume", action="store_true",
-                   help="continue from OUT.resume (written after every epoch)")
+                   help="sat: continue from OUT.resume (written after every epoch)")
     p.set_defaults(func=run_train_captioner)
 
 
@@ -164,6 +194,8 @@ def add_train_captioner(sub: argparse._SubParsersAction) -> None:  # type: ignor
 
 
 def run_train_projection(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from services.caption.projection import save_head
     from services.caption.training.train_projection import (
         ProjectionTrainOptions,
@@ -183,16 +215,30 @@ def run_train_projection(args: argparse.Namespace) -> int:
     photos = concat_photos([photos_for_training(s, f, encoder, cache_dir,
                                                 settings.embedding_model)
                             for s, f in zip(sets, feats, strict=True)])
-    options = ProjectionTrainOptions(alpha=args.alpha, text_weight=args.text_weight,
-                                     metric_steps=args.metric_steps, hub_beta=args.hub_beta,
-                                     seed=args.seed)
-    head = train_projection(photos, image_size=backbone.image_size, options=options,
+    val = None
+    if args.val:
+        held = load_folder(args.val)
+        [vf] = features_of([held], backbone, cache_dir, map_views=0)
+        val = photos_for_training(held, vf, encoder, cache_dir, settings.embedding_model)
+    options = replace(ProjectionTrainOptions(), epochs=args.epochs, hidden=args.hidden,
+                      seed=args.seed)
+    if args.text_weight is not None:
+        options = replace(options, text_weights=(args.text_weight,))
+    if args.hub_beta is not None:
+        options = replace(options, hub_betas=(args.hub_beta,))
+    head = train_projection(photos, image_size=backbone.image_size, options=options, val=val,
                             meta={"trained_on": [s.name for s in sets],
-                                  "text_model": settings.embedding_model})
+                                  "text_model": settings.embedding_model,
+                                  "backbone": backbone.name})
     save_head(args.out, head)
     names = ", ".join(s.name for s in sets)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): head trained on "
-          f"{photos.n_photos} photos × {photos.inputs.shape[0]} views of {names}")
+          f"{photos.n_photos} photos × {photos.inputs.shape[0]} views of {names}; "
+          f"text weight {head.text_weight}, hub beta {head.hub_beta}")
+    if val is not None:
+        chosen = head.meta["validation"]
+        print(f"on the {val.n_photos} held-out photos of {args.val}: {chosen['chosen']} "
+              f"(epoch {chosen['kept_epoch']})")
     return 0
 
 
@@ -204,25 +250,28 @@ def add_train_projection(sub: argparse._SubParsersAction) -> None:  # type: igno
                        help="train the head that maps photos into the text space")
     add_data_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="the head file to write")
-    p.add_argument("--alpha", type=float, default=defaults.alpha, help="ridge penalty")
-    p.add_argument("--text-weight", type=float, default=defaults.text_weight,
-                   help="the tag caption's weight in the fused vector")
-    p.add_argument("--metric-steps", type=int, default=defaults.metric_steps,
-                   help="InfoNCE steps of the metric on cross-fitted predictions (0 = none)")
-    p.add_argument("--hub-beta", type=float, default=defaults.hub_beta,
-                   help="strength of the hubness correction (0 = none)")
+    p.add_argument("--val", type=Path, default=None, metavar="DIR",
+                   help="held-out photos (shared format): choose the epoch, the fusion weight "
+                        "and the hubness correction on them")
+    p.add_argument("--epochs", type=int, default=defaults.epochs,
+                   help="training epochs (with --val: at most; the best is kept)")
+    p.add_argument("--hidden", type=int, default=defaults.hidden, help="the MLP's hidden size")
+    p.add_argument("--text-weight", type=float, default=None,
+                   help="fix the tag caption's weight in the fused vector "
+                        f"(default: chosen on --val among {defaults.text_weights})")
+    p.add_argument("--hub-beta", type=float, default=None,
+                   help="fix the strength of the hubness correction, 0 = none "
+                        f"(default: chosen on --val among {defaults.hub_betas})")
     p.set_defaults(func=run_train_projection)
 
 
 # ---- build-models ----------------------------------------------------------------------------
 
-# the default models: what `capsearch build-models` trains (docs/quality.md says why)
-DEFAULT_TRAINING_SETS = ("flickr8k-dev", "coco-mini-train")  # coco-mini-val stays held out
-TEXT_ONLY = "flickr8k-text-only-captions.tsv"
-SAT_PRETRAIN_EPOCHS = 2
-SAT_EPOCHS = 12
-SAT_IMAGE_SIZE = 224  # the decoder was trained on the 7×7 grid of 224 px inputs
-SAT_HELD_OUT = 100  # flickr8k-dev photos kept out of the sat training: its BLEU check
+# the default models: what `capsearch build-models` trains (docs/quality.md says why);
+# flickr8k-dev and coco-mini-val stay held out for evaluation
+DEFAULT_TRAINING_SETS = ("flickr8k-train", "coco-mini-train")
+HELD_OUT = 500  # flickr8k-train photos kept out of training: every choice is made on them
+CAPTIONER_EPOCHS = 8
 
 
 def split_folder(source: Path, out_dir: Path, held_out: int, seed: int = 0) -> tuple[Path, Path]:
@@ -265,23 +314,24 @@ def run_build_models(args: argparse.Namespace) -> int:
     root = args.datasets or settings.datasets_dir
     out_dir = args.out_dir or MODELS_DIR
     cache_dir = args.cache_dir or settings.cache_dir
-    data = [root / name for name in DEFAULT_TRAINING_SETS]
-    common = {"coco": [], "cache_dir": cache_dir, "device": args.device, "seed": 0}
+    flickr, *others = [root / name for name in DEFAULT_TRAINING_SETS]
+    train, val = split_folder(flickr, cache_dir / "splits", HELD_OUT)
+    data = [train, *others]
+    names = f"{train.name} + {', '.join(DEFAULT_TRAINING_SETS[1:])}"
+    common = {"coco": [], "cache_dir": cache_dir, "device": args.device, "seed": 0,
+              "data": data, "image_size": None, "val": val}
     if "projection" in args.only:
-        print(f"1/2 the projection head on {', '.join(DEFAULT_TRAINING_SETS)}")
+        print(f"1/2 the projection head on {names}; choices on the {HELD_OUT} held-out photos "
+              f"of {val}")
         run_train_projection(argparse.Namespace(
-            **common, data=data, image_size=None, out=out_dir / "projection.pt",
-            alpha=1000.0, text_weight=0.35, metric_steps=200, hub_beta=0.5))
-    if "sat" in args.only:
-        train, val = split_folder(data[0], cache_dir / "splits", SAT_HELD_OUT)
-        print(f"2/2 the sat captioner on {train.name} + {', '.join(DEFAULT_TRAINING_SETS[1:])} "
-              f"after {SAT_PRETRAIN_EPOCHS} language-model epochs on {TEXT_ONLY}; "
-              f"BLEU on the {SAT_HELD_OUT} held-out photos of {val}")
+            **common, out=out_dir / "projection.pt", epochs=40, hidden=1024,
+            text_weight=None, hub_beta=None))
+    if "captioner" in args.only:
+        print(f"2/2 the transformer captioner on {names}; the epoch kept by BLEU-4 on the "
+              f"{HELD_OUT} held-out photos of {val}")
         run_train_captioner(argparse.Namespace(
-            **common, data=[train, *data[1:]], image_size=SAT_IMAGE_SIZE,
-            out=out_dir / "sat.pt", text_only=root / TEXT_ONLY, val=val, epochs=SAT_EPOCHS,
-            pretrain_epochs=SAT_PRETRAIN_EPOCHS, batch_size=64, lr=4e-4, hidden=None, beam=3,
-            fine_tune=False, no_amp=False, resume=args.resume))
+            **common, arch="transformer", out=out_dir / "captioner.pt",
+            epochs=CAPTIONER_EPOCHS, lr=6e-4, hidden=None, beam=3))
     if "onnx" in args.only:
         for path in export_serving_models(settings.model_copy(update={"cache_dir": cache_dir})):
             print(f"ONNX Runtime export: {path}")
@@ -316,14 +366,14 @@ def add_build_models(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--datasets", type=Path, default=None,
                    help="the shared data folder (default CAPSEARCH_DATASETS_DIR)")
     p.add_argument("--out-dir", type=Path, default=None,
-                   help="where to write projection.pt and sat.pt (default: the package's)")
-    p.add_argument("--only", nargs="+", choices=["projection", "sat", "onnx"],
-                   default=["projection", "sat", "onnx"],
+                   help="where to write projection.pt and captioner.pt (default: the "
+                        "package's)")
+    p.add_argument("--only", nargs="+", choices=["projection", "captioner", "onnx"],
+                   default=["projection", "captioner", "onnx"],
                    help="build only these (onnx: the CPU services' ONNX Runtime exports of "
                         "the CNN and MiniLM into the cache dir, as the settings choose them)")
     p.add_argument("--cache-dir", type=Path, default=None)
     p.add_argument("--device", default=None)
-    p.add_argument("--resume", action="store_true", help="resume an interrupted sat run")
     p.set_defaults(func=run_build_models)
 
 
