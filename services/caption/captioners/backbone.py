@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -43,6 +43,8 @@ from shared.devices import model_streams, resolve_device, set_torch_threads
 from shared.duplicates import unit_rows
 from shared.inference import InferenceModel
 from shared.onnxrt import make_session, resolve_runtime
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +275,16 @@ class EfficientNetBackbone(InferenceModel):
             parts = list(self._streams.map(run, batch.split(CPU_CHUNK)))
             bottleneck, features, logits = (torch.cat(t) for t in zip(*parts, strict=True))
         return BackboneOutput(features=features, logits=logits, bottleneck=bottleneck)
+
+    def map_streams(self, fn: Callable[[torch.Tensor], T], batch: torch.Tensor) -> list[T]:
+        """`fn` over a batch split into one part per CPU stream, the parts in parallel on the
+        CNN's stream threads (for work after the pass, e.g. a caption decoder); one call on
+        a GPU or with one stream."""
+        self.load()
+        if self._streams is None or batch.shape[0] < 2:
+            return [fn(batch)]
+        size = -(-batch.shape[0] // self.streams)
+        return list(self._streams.map(fn, batch.split(size)))
 
     def _runner(self) -> Any:
         """A function of one chunk → (bottleneck, features, logits) as float32 tensors."""

@@ -28,6 +28,7 @@ from services.caption.models import default_model_path
 from services.caption.sat.beam import beam_search
 from services.caption.sat.checkpoint import SatCheckpoint, file_digest, load_checkpoint
 from shared.config import Settings
+from shared.devices import set_torch_threads
 
 
 @register_captioner("sat")
@@ -77,6 +78,10 @@ class SatCaptioner(BackboneCaptioner):
             backbone.module.load_state_dict(sat.encoder_state)
             self.backbone = backbone
         self.backbone.load()
+        if self.backbone.device.type == "cpu" and self.backbone.streams > 1:
+            # the decoder runs in the CNN's parallel streams: one torch thread each (torch's
+            # thread count is per process; nothing else in the worker uses torch on a CPU)
+            set_torch_threads(1)
         sat.model.to(self.backbone.device)
         self._sat = sat
         self.version = (f"{self.name}/{file_digest(self.checkpoint_path)}"
@@ -84,11 +89,16 @@ class SatCaptioner(BackboneCaptioner):
 
     def describe_output(self, out: BackboneOutput) -> list[str]:
         assert self._sat is not None, "load() first"
-        regions = out.regions()  # (B, G·G, 1280)
-        with torch.inference_mode():
-            sequences = beam_search(self._sat.model, regions, beam_width=self.beam_width,
-                                    length_penalty=self.length_penalty)
-        return [self._sat.vocab.decode(seq) or "a photo" for seq in sequences]
+        model = self._sat.model
+
+        def decode(regions: torch.Tensor) -> list[list[int]]:  # (b, G·G, 1280)
+            with torch.inference_mode():
+                return beam_search(model, regions, beam_width=self.beam_width,
+                                   length_penalty=self.length_penalty)
+
+        # on a CPU, one part of the batch per stream, in parallel, as the CNN pass
+        parts = self.backbone.map_streams(decode, out.regions())
+        return [self._sat.vocab.decode(seq) or "a photo" for part in parts for seq in part]
 
 
 @register_captioner("transformer")

@@ -152,3 +152,22 @@ def test_training_learns_which_caption_goes_with_which_photo(tmp_path: Path) -> 
     assert again.meta["history"] == checkpoint.meta["history"]
     first, second = checkpoint.model.state_dict(), again.model.state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_the_shipped_decoder_writes_the_same_sentences_in_parallel_streams(
+        coco_images: list[Path]) -> None:
+    from services.caption.captioners.backbone import EfficientNetBackbone
+    from services.caption.captioners.sat import TransformerCaptioner
+    from shared.images import decode_rgb
+
+    images = [decode_rgb(p.read_bytes()) for p in coco_images[:6]]
+    captions = {}
+    for streams in (1, 2):
+        backbone = EfficientNetBackbone(device="cpu", image_size=256, streams=streams)
+        captioner = TransformerCaptioner(backbone=backbone, batch_size=6)
+        captions[streams] = captioner.caption(images)
+        captioner.close()
+        backbone.close()
+    assert captions[1] == captions[2]
+    assert all(len(c.split()) >= 4 for c in captions[1])  # sentences, not labels
+    assert len(set(captions[1])) >= 4  # about each photo, not one generic line
