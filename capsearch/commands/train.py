@@ -117,10 +117,8 @@ def _train_transformer(args: argparse.Namespace, train: CaptionedImages, maps: n
     )
 
     options = TransformerTrainOptions(epochs=args.epochs, lr=args.lr, beam_width=args.beam,
-                                      seed=args.seed)
-    if args.hidden:
-        options = TransformerTrainOptions(**{**options.__dict__,
-                                             "model": {"width": args.hidden}})
+                                      seed=args.seed,
+                                      model={"width": args.hidden} if args.hidden else {})
     return train_transformer(train.captions, maps, args.out, options=options,
                              val=val, meta=meta)  # type: ignore[arg-type]
 
