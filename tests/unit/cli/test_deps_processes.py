@@ -71,3 +71,14 @@ def test_blocked_directory_finds_the_first_closed_folder(tmp_path: Path) -> None
         assert blocked_directory(inner, me, my_group) is None
     finally:
         closed.chmod(0o755)
+
+
+def test_a_bundled_file_is_found_in_its_wheel_or_named_with_the_install_hint() -> None:
+    from capsearch.deps.processes import DepsError, bundled_file
+
+    found = bundled_file("capsearch", "deps/processes.py", "the module", "pip install it")
+    assert found.name == "processes.py" and found.is_file()
+    with pytest.raises(DepsError, match="redis-server not installed: pip install x"):
+        bundled_file("no_such_wheel_here", "bin/redis-server", "redis-server", "pip install x")
+    with pytest.raises(DepsError, match="no PostgreSQL binaries at .*: reinstall, hint"):
+        bundled_file("capsearch", "pginstall/bin/postgres", "PostgreSQL binaries", "hint")
