@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.search.deps import DupServiceDep, ServiceDep, WorkDep
+from services.search.service import IndexService
 from services.search.validation import as_matrix
 from shared.schemas import (
     Health,
@@ -31,13 +32,15 @@ async def search(body: SearchRequest, service: ServiceDep, work: WorkDep) -> Res
     return Response(found.model_dump_json(), media_type="application/json")
 
 
+def add_items(service: IndexService, body: IndexAddRequest) -> IndexChangeResponse:
+    """An add request's vectors into an index (the caption index or the duplicate index)."""
+    vectors = as_matrix([item.vector for item in body.items], rows=len(body.items))
+    return service.add([item.image_id for item in body.items], vectors)
+
+
 @router.post("/v1/index/add", response_model=IndexChangeResponse)
 async def add(body: IndexAddRequest, service: ServiceDep, work: WorkDep) -> IndexChangeResponse:
-    def _add() -> IndexChangeResponse:
-        vectors = as_matrix([item.vector for item in body.items], rows=len(body.items))
-        return service.add([item.image_id for item in body.items], vectors)
-
-    return await work.run(_add)
+    return await work.run(add_items, service, body)
 
 
 @router.post("/v1/index/remove", response_model=IndexChangeResponse)
@@ -91,11 +94,7 @@ async def search_duplicates(body: SearchRequest, service: DupServiceDep, work: W
 @dup_router.post("/index/add", response_model=IndexChangeResponse)
 async def add_duplicates(body: IndexAddRequest, service: DupServiceDep, work: WorkDep
                          ) -> IndexChangeResponse:
-    def _add() -> IndexChangeResponse:
-        vectors = as_matrix([item.vector for item in body.items], rows=len(body.items))
-        return service.add([item.image_id for item in body.items], vectors)
-
-    return await work.run(_add)
+    return await work.run(add_items, service, body)
 
 
 @dup_router.post("/index/remove", response_model=IndexChangeResponse)
