@@ -10,12 +10,12 @@ A problem with one image (blob missing, bytes that do not decode) marks only tha
 
 Representations (`settings.representation`, docs/quality.md): the `caption` embedding row
 (`EmbeddingKind.caption`) is always the vector the search index serves. With `caption` it is
-the caption's text vector; with `image` or `fused` the worker also stores the caption's text
-vector (kind `text`) and the projection head's image vector (kind `image`, from the same CNN
-pass as the caption), and the
-served vector is the image vector, or the head's fusion of it with the text vector of the
-photo's tag caption (`services/caption/projection.py`). Queries need no change: every served
-vector lives in the text encoder's space.
+the caption's text vector; with `image` or `fused` the worker also stores the projection head's
+image vector (kind `image`, from the same CNN pass as the caption), and the served vector is
+the image vector, or the head's fusion of it with the text vector of the photo's tag caption
+(`services/caption/projection.py`): only those tag captions are encoded (a sentence caption's
+own vector adds nothing to the fused vector, docs/quality.md, so it is not computed). Queries
+need no change: every served vector lives in the text encoder's space.
 
 Near-duplicates (`PipelineDeps.duplicates`, the search service's duplicate index): the same
 CNN pass's GeM vector is stored too (kind `dup`, under the CNN's name), and after indexing the
@@ -170,18 +170,6 @@ def encode_captions(encoder: SyncEncoder, texts: Sequence[str]) -> NDArray[np.fl
     return vectors
 
 
-def encode_for_serving(encoder: SyncEncoder, captions: list[str],
-                       fusion_texts: list[str]) -> tuple[NDArray[np.float32],
-                                                         NDArray[np.float32]]:
-    """The captions' vectors and the fusion texts' vectors, in one encoder call (the fusion
-    texts are not encoded again when they are the captions, as with the tags captioner)."""
-    if not fusion_texts or fusion_texts == captions:
-        vectors = encode_captions(encoder, captions)
-        return vectors, vectors
-    vectors = encode_captions(encoder, captions + fusion_texts)
-    return vectors[:len(captions)], vectors[len(captions):]
-
-
 def store_results(session_factory: sessionmaker[Session], *, captions: dict[int, str],
                   vectors: NDArray[np.float32], captioner: Captioner, embedding_model: str,
                   failures: dict[int, str],
@@ -190,7 +178,7 @@ def store_results(session_factory: sessionmaker[Session], *, captions: dict[int,
     """In one transaction: upsert captions and vectors, mark them captioned, mark failures.
 
     `vectors` are the served ones (kind `caption`); `extra_vectors` maps other kinds
-    (`text`, `image`, `dup`) to vectors of the same images, stored beside them, under
+    (`image`, `dup`) to vectors of the same images, stored beside them, under
     `embedding_model` or the kind's own model in `models` (`dup`: the CNN's name)."""
     models = models or {}
     ids = list(captions)
@@ -292,7 +280,7 @@ def caption_images(image_ids: Sequence[int], *, deps: PipelineDeps) -> BatchRepo
 def analyse_images(images: Sequence[Image.Image], deps: PipelineDeps,
                    report: BatchReport | None = None) -> Analysed:
     """Decoded photos → captions, the served vectors (`settings.representation`) and the
-    other kinds stored beside them (`text`, `image`; `dup` with duplicates on), from one CNN
+    other kinds stored beside them (`image`; `dup` with duplicates on), from one CNN
     pass where the captioner makes one; also what a query by photo runs (`example.py`)."""
     report = report or BatchReport()
     representation = deps.settings.representation
@@ -303,12 +291,18 @@ def analyse_images(images: Sequence[Image.Image], deps: PipelineDeps,
         analysis = (deps.captioner.analyse(images, embedder, duplicates=True)
                     if deps.duplicates is not None else deps.captioner.analyse(images, embedder))
     image = analysis.image
-    with report.timed("encode"):
-        vectors, fusion = encode_for_serving(deps.encoder, analysis.captions,
-                                             image.texts if image is not None else [])
     extra: dict[EmbeddingKind, NDArray[np.float32]] = {}
-    if image is not None and embedder is not None:
-        extra = {EmbeddingKind.text: vectors, EmbeddingKind.image: image.vectors}
+    if image is None or embedder is None:  # `caption`: the caption's text vector is served
+        with report.timed("encode"):
+            vectors = encode_captions(deps.encoder, analysis.captions)
+    else:
+        # `fused` encodes only the tag captions it adds (a sentence caption's own vector adds
+        # nothing to the fused vector: docs/quality.md); `image` encodes no text
+        fusion = np.zeros((len(images), 0), dtype=np.float32)
+        if representation == "fused":
+            with report.timed("encode"):
+                fusion = encode_captions(deps.encoder, image.texts)
+        extra[EmbeddingKind.image] = image.vectors
         vectors = embedder.serve(representation, fusion, image.vectors,
                                  deps.settings.fusion_weight)
     if deps.duplicates is not None:

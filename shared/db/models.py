@@ -51,7 +51,9 @@ class EmbeddingKind(enum.StrEnum):
     setting made it (caption text, image or fused: services/caption/pipeline.py)."""
 
     caption = "caption"
-    text = "text"  # the caption's own text vector (representations `image` and `fused`)
+    # the caption's own text vector beside a fused one: written by versions before 2026-12
+    # (nothing read it; the fused vector does not use it), kept so their rows stay valid
+    text = "text"
     image = "image"  # the projection head's image vector (representations `image` and `fused`)
     # the CNN's GeM-pooled features (not the text space): near-duplicates (shared/duplicates.py)
     dup = "dup"

@@ -52,18 +52,18 @@ def beam_search(model: StepDecoder, features: torch.Tensor, *, beam_width: int =
 
 def _search(model: StepDecoder, features: torch.Tensor, k: int, max_words: int,
             length_penalty: float, min_words: int) -> list[list[int]]:
-    b = features.shape[0]
+    n = features.shape[0]
     device = features.device
-    rows = torch.arange(b, device=device).repeat_interleave(k)
-    state = model.start(features).select(rows)
-    words = torch.full((b * k,), Vocabulary.start, dtype=torch.long, device=device)
-    scores = torch.full((b, k), _NEG, device=device)
+    state = model.start(features).select(torch.arange(n, device=device).repeat_interleave(k))
+    active = list(range(n))  # the images still searching, in the order of the batch's rows
+    words = torch.full((n * k,), Vocabulary.start, dtype=torch.long, device=device)
+    scores = torch.full((n, k), _NEG, device=device)
     scores[:, 0] = 0.0  # all beams start equal: keep one so the first step has k distinct words
-    history = torch.zeros((b, k, 0), dtype=torch.long, device=device)
-    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(b)]
-    done = [False] * b
+    history = torch.zeros((n, k, 0), dtype=torch.long, device=device)
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(n)]
     banned = [Vocabulary.pad, Vocabulary.start, Vocabulary.unk]
     for t in range(max_words + 1):
+        b = len(active)
         logits, state, _ = model.step(words, state)
         logp = torch.log_softmax(logits.float(), dim=-1)
         logp[:, banned] = _NEG
@@ -80,12 +80,11 @@ def _search(model: StepDecoder, features: torch.Tensor, k: int, max_words: int,
         next_scores = [[_NEG] * k for _ in range(b)]
         next_beam = [[0] * k for _ in range(b)]
         next_words = [[Vocabulary.end] * k for _ in range(b)]
+        searching: list[int] = []  # rows of the batch whose image goes on
         # plain lists once per step: per-row tensor access costs more than the model step
         rows_scores, rows_beams, rows_tokens = (top_scores.tolist(), beams.tolist(),
                                                 tokens.tolist())
-        for i in range(b):
-            if done[i]:
-                continue
+        for i, image in enumerate(active):
             live = 0
             for rank, (s, beam, token) in enumerate(zip(rows_scores[i], rows_beams[i],
                                                         rows_tokens[i], strict=True)):
@@ -96,31 +95,33 @@ def _search(model: StepDecoder, features: torch.Tensor, k: int, max_words: int,
                     # down would fill the finished list with weak, short captions
                     if rank < k:
                         seq = history[i, beam].tolist()
-                        finished[i].append((s / max(1, len(seq)) ** length_penalty, seq))
+                        finished[image].append((s / max(1, len(seq)) ** length_penalty, seq))
                 elif live < k:
                     next_scores[i][live], next_beam[i][live] = s, beam
                     next_words[i][live] = token
                     live += 1
                 if live == k:
                     break
-            done[i] = _settled(finished[i], next_scores[i][0], k, max_words, length_penalty)
-        if all(done):
+            if not _settled(finished[image], next_scores[i][0], k, max_words, length_penalty):
+                searching.append(i)
+        if not searching:
             break
-        new_scores = torch.tensor(next_scores, device=device)
-        new_beam = torch.tensor(next_beam, dtype=torch.long, device=device)
-        new_words = torch.tensor(next_words, dtype=torch.long, device=device)
-        order = (torch.arange(b, device=device)[:, None] * k + new_beam).reshape(-1)
-        state = state.reorder(order)  # beams change places within their image
-        history = torch.cat([history.reshape(b * k, -1)[order].reshape(b, k, -1),
-                             new_words[:, :, None]], dim=2)
-        scores, words = new_scores, new_words.reshape(-1)
-    best: list[list[int]] = []
-    for i in range(b):
-        if finished[i]:
-            best.append(max(finished[i], key=lambda item: item[0])[1])
-        else:
-            best.append(history[i, 0].tolist())
-    return best
+        # the rows of the images still searching, each image's beams in their new places;
+        # a settled image leaves the batch (later steps cost only what is still searching)
+        order = (torch.tensor(searching, device=device)[:, None] * k
+                 + torch.tensor([next_beam[i] for i in searching], device=device)).reshape(-1)
+        state = (state.reorder(order) if len(searching) == b
+                 else state.select(order))
+        history = torch.cat([history.reshape(b * k, -1)[order].reshape(len(searching), k, -1),
+                             torch.tensor([next_words[i] for i in searching],
+                                          device=device)[:, :, None]], dim=2)
+        scores = torch.tensor([next_scores[i] for i in searching], device=device)
+        words = history[:, :, -1].reshape(-1)
+        active = [active[i] for i in searching]
+    for i, image in enumerate(active):  # out of steps with no hypothesis ended: its best beam
+        if not finished[image]:
+            finished[image].append((0.0, history[i, 0].tolist()))
+    return [max(hypotheses, key=lambda item: item[0])[1] for hypotheses in finished]
 
 
 def _settled(finished: list[tuple[float, list[int]]], best_live: float, k: int,

@@ -73,11 +73,13 @@ class CountingEncoder:
     def __init__(self, inner: SyncEncoder) -> None:
         self.inner = inner
         self.calls = 0
+        self.texts: list[str] = []
         self.fail_with: Exception | None = None
         self.failures_left = 0
 
     def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
         self.calls += 1
+        self.texts.extend(texts)
         if self.failures_left and self.fail_with is not None:
             self.failures_left -= 1
             raise self.fail_with

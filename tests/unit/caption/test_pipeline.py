@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from sqlalchemy import delete, select
 from sqlalchemy.exc import OperationalError
 
+from services.caption.captioners.base import build_captioner
 from services.caption.pipeline import (
     TRANSIENT_ERRORS,
     PipelineDeps,
@@ -17,9 +19,10 @@ from services.caption.pipeline import (
     decode_images,
     mark_unfinished_failed,
 )
+from services.caption.projection import build_embedder
 from shared.db import Caption, Embedding, ImageRecord
 from shared.errors import DependencyTimeout, DependencyUnavailable
-from shared.storage import LocalBlobStore
+from shared.storage import LocalBlobStore, original_key
 from shared.vectors import from_bytes
 from tests.unit.caption.conftest import CountingEncoder, FakeIndex, add_image, statuses
 
@@ -172,3 +175,30 @@ def test_an_image_deleted_mid_batch_is_retried_without_it(deps: PipelineDeps,
         caption_images([keep, gone], deps=racing)
     report = caption_images([keep, gone], deps=deps)
     assert (report.indexed, report.skipped) == ([keep], [gone])
+
+
+def test_fused_encodes_only_the_tag_captions_it_serves(deps: PipelineDeps,
+                                                       add_photos: AddPhotos,
+                                                       encoder: CountingEncoder) -> None:
+    # the default pairing: sentence captions, the served vector fused from the head's image
+    # vector and the tag captions' text vector; the sentences' own vectors are not computed
+    settings = deps.settings.model_copy(update={"representation": "fused"})
+    embedder = build_embedder(settings)
+    assert embedder is not None
+    fused = replace(deps, settings=settings, embedder=embedder,
+                    captioner=build_captioner("transformer", settings))
+    ids = add_photos(2)
+    report = caption_images(ids, deps=fused)
+    tags = embedder.embed([decode_images({0: p})[0][0] for p in _originals(fused, ids)]).texts
+    assert encoder.texts == tags
+    assert not set(report.captions.values()) & set(encoder.texts)
+    with fused.session_factory() as session:
+        kinds = {(e.image_id, e.kind) for e in session.scalars(select(Embedding))}
+    assert kinds == {(i, kind) for i in ids for kind in ("caption", "image")}
+
+
+def _originals(deps: PipelineDeps, ids: list[int]) -> list[bytes]:
+    with deps.session_factory() as session:
+        rows = {r.id: r.sha256 for r in session.scalars(
+            select(ImageRecord).where(ImageRecord.id.in_(ids)))}
+    return [deps.store.get(original_key(rows[i])) for i in ids]
