@@ -1,8 +1,9 @@
 """Beam search over a caption decoder, batched: B images × K beams decode as one (B·K) batch.
 
-Any decoder works that has `start(features) → state`, `step(words, state) → (logits, state, _)`,
-`state.select(rows)` and `state.reorder(rows)` (rows that stay with their own image): the Show,
-Attend and Tell LSTM and the transformer decoder.
+Any decoder works that has `start(features, beams) → state` (`beams` rows per image, an image's
+rows together), `step(words, state) → (logits, state, _)`, `state.select(rows)` (rows kept, in
+groups of `beams`: the images still searching) and `state.reorder(rows)` (rows that stay with
+their own image): the Show, Attend and Tell LSTM and the transformer decoder.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ class StepDecoder(Protocol):
 
     def parameters(self) -> Any: ...
 
-    def start(self, features: torch.Tensor) -> Any: ...
+    def start(self, features: torch.Tensor, beams: int = 1) -> Any: ...
 
     def step(self, words: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any, Any]: ...
 
@@ -54,7 +55,7 @@ def _search(model: StepDecoder, features: torch.Tensor, k: int, max_words: int,
             length_penalty: float, min_words: int) -> list[list[int]]:
     n = features.shape[0]
     device = features.device
-    state = model.start(features).select(torch.arange(n, device=device).repeat_interleave(k))
+    state = model.start(features, beams=k)
     active = list(range(n))  # the images still searching, in the order of the batch's rows
     words = torch.full((n * k,), Vocabulary.start, dtype=torch.long, device=device)
     scores = torch.full((n, k), _NEG, device=device)

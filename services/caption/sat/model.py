@@ -89,12 +89,17 @@ class ShowAttendTell(nn.Module):
         self.drop = nn.Dropout(c.dropout)
         nn.init.uniform_(self.embed.weight, -0.1, 0.1)
 
-    def start(self, features: torch.Tensor) -> DecoderState:
-        """Regions (B, L, F) → the initial state (h0, c0 from the mean region, as the paper)."""
+    def start(self, features: torch.Tensor, beams: int = 1) -> DecoderState:
+        """Regions (B, L, F) → the initial state (h0, c0 from the mean region, as the paper),
+        `beams` rows per image."""
         regions = self.adapt(features.float())
         mean = regions.mean(dim=1)
-        return DecoderState(regions, self.att_regions(regions),
-                            torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)))
+        state = DecoderState(regions, self.att_regions(regions),
+                             torch.tanh(self.init_h(mean)), torch.tanh(self.init_c(mean)))
+        if beams == 1:
+            return state
+        return state.select(torch.arange(len(features), device=features.device)
+                            .repeat_interleave(beams))
 
     def step(self, words: torch.Tensor, state: DecoderState
              ) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:

@@ -39,22 +39,27 @@ class DecoderConfig(SavedConfig):
 
 @dataclass
 class DecoderState:
-    """Per block: the regions' cross-attention keys/values (computed once) and the keys/values
-    of the words so far; the next position."""
+    """Per block: the regions' cross-attention keys/values (computed once, one row per image)
+    and the keys/values of the words so far (`beams` rows per image, an image's rows
+    together); the next position."""
 
-    memory: list[tuple[torch.Tensor, torch.Tensor]]  # (B, H, L, d) each
-    cache: list[tuple[torch.Tensor, torch.Tensor]]  # (B, H, t, d) each
+    memory: list[tuple[torch.Tensor, torch.Tensor]]  # (images, H, L, d) each
+    cache: list[tuple[torch.Tensor, torch.Tensor]]  # (images·beams, H, t, d) each
     position: int
+    beams: int = 1
 
     def select(self, rows: torch.Tensor) -> DecoderState:
-        return DecoderState([(k[rows], v[rows]) for k, v in self.memory],
-                            [(k[rows], v[rows]) for k, v in self.cache], self.position)
+        """Keep these rows (`beams` per image, an image's rows together): dropping images."""
+        images = rows[::self.beams] // self.beams
+        return DecoderState([(k[images], v[images]) for k, v in self.memory],
+                            [(k[rows], v[rows]) for k, v in self.cache], self.position,
+                            self.beams)
 
     def reorder(self, rows: torch.Tensor) -> DecoderState:
         """`select` for rows that stay with their own image (beams swapping places): the
-        regions' keys and values are the same for all of them, only the words' move."""
+        regions' keys and values stay, only the words' move."""
         return DecoderState(self.memory, [(k[rows], v[rows]) for k, v in self.cache],
-                            self.position)
+                            self.position, self.beams)
 
 
 class Block(nn.Module):
@@ -89,16 +94,23 @@ class Block(nn.Module):
         return self._split(k), self._split(v)
 
     def forward(self, x: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor],
-                cache: tuple[torch.Tensor, torch.Tensor] | None = None
+                cache: tuple[torch.Tensor, torch.Tensor] | None = None, beams: int = 1
                 ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """x (B, T, W): the whole caption (cache None, causal) or the next word after `cache`."""
+        """x (B, T, W): the whole caption (cache None, causal) or the next word after `cache`;
+        `memory` holds one row per `beams` rows of x (consecutive rows share an image)."""
         q, k, v = (self._split(t) for t in self.qkv(self.norm_self(x)).chunk(3, dim=-1))
         if cache is not None:
             k, v = torch.cat([cache[0], k], dim=2), torch.cat([cache[1], v], dim=2)
         attended = F.scaled_dot_product_attention(q, k, v, is_causal=cache is None)
         x = x + self.drop(self.out_self(self._merge(attended)))
         q = self._split(self.query(self.norm_cross(x)))
-        attended = F.scaled_dot_product_attention(q, memory[0], memory[1])
+        if beams > 1:  # one word each: an image's beams query its regions as one sequence
+            rows, heads, _, d = q.shape
+            q = q.view(rows // beams, beams, heads, d).transpose(1, 2)
+            attended = F.scaled_dot_product_attention(q, memory[0], memory[1])
+            attended = attended.transpose(1, 2).reshape(rows, heads, 1, d)
+        else:
+            attended = F.scaled_dot_product_attention(q, memory[0], memory[1])
         x = x + self.drop(self.out_cross(self._merge(attended)))
         return x + self.drop(self.ff(self.norm_ff(x))), (k, v)
 
@@ -149,22 +161,24 @@ class CaptionTransformer(nn.Module):
             x, _ = block(x, mem)
         return self._logits(x)
 
-    def start(self, features: torch.Tensor) -> DecoderState:
-        """The state before the first word (the beam search's interface)."""
+    def start(self, features: torch.Tensor, beams: int = 1) -> DecoderState:
+        """The state before the first word, `beams` rows per image (the beam search's
+        interface)."""
         memory = self.encode(features)
-        b, w = features.shape[0], self.config.width
-        empty = memory[0][0].new_zeros((b, self.config.heads, 0, w // self.config.heads))
-        return DecoderState(memory, [(empty, empty) for _ in self.blocks], 0)
+        rows, w = features.shape[0] * beams, self.config.width
+        empty = memory[0][0].new_zeros((rows, self.config.heads, 0, w // self.config.heads))
+        return DecoderState(memory, [(empty, empty) for _ in self.blocks], 0, beams)
 
     def step(self, words: torch.Tensor, state: DecoderState
              ) -> tuple[torch.Tensor, DecoderState, None]:
-        """Previous words (B,) → next-word logits (B, V) and the new state."""
+        """Previous words (rows,) → next-word logits (rows, V) and the new state."""
         x = self.embed(words)[:, None] + self.word_position[state.position]
         cache = []
         for block, mem, past in zip(self.blocks, state.memory, state.cache, strict=True):
-            x, kv = block(x, mem, past)
+            x, kv = block(x, mem, past, state.beams)
             cache.append(kv)
-        return self._logits(x[:, 0]), DecoderState(state.memory, cache, state.position + 1), None
+        return (self._logits(x[:, 0]),
+                DecoderState(state.memory, cache, state.position + 1, state.beams), None)
 
 
 def caption_loss(logits: torch.Tensor, tokens: torch.Tensor,

@@ -103,7 +103,7 @@ class ScriptedDecoder(torch.nn.Module):
         (2, 4): {4: .94, 2: .05, 5: .01}, (2, 5): {2: .9, 4: .05, 5: .05},
     }
 
-    def start(self, features: torch.Tensor) -> _Position:
+    def start(self, features: torch.Tensor, beams: int = 1) -> _Position:
         return _Position(0)
 
     def step(self, words: torch.Tensor, state: _Position
@@ -119,6 +119,20 @@ class ScriptedDecoder(torch.nn.Module):
 def test_beam_search_does_not_stop_on_ends_outside_the_beam() -> None:
     [best] = beam_search(ScriptedDecoder(), torch.zeros(1, 1, 1), beam_width=2)
     assert best == [4, 4, 4]
+
+
+def test_a_batch_finds_what_each_photo_finds_alone() -> None:
+    # settled photos leave the batch and an image's beams share its regions: neither may
+    # change any photo's caption
+    torch.manual_seed(0)
+    model = CaptionTransformer(DecoderConfig(vocab_size=12, regions=4, feature_dim=8,
+                                             max_words=8, **TINY)).eval()
+    with torch.no_grad():
+        model.embed.weight.mul_(8)  # peaked word choices: captions of different lengths
+    features = torch.randn(7, 4, 8) * 3
+    alone = [beam_search(model, features[i:i + 1], beam_width=3)[0] for i in range(7)]
+    assert beam_search(model, features, beam_width=3) == alone
+    assert len({len(seq) for seq in alone}) > 1
 
 
 @pytest.fixture
