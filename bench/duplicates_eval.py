@@ -51,6 +51,7 @@ from PIL import Image, ImageEnhance, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.datasets import datasets_dir  # noqa: E402
 from bench.machine import describe, describe_machine  # noqa: E402
 from shared.config import get_settings  # noqa: E402
 from shared.duplicates import DuplicateSpace, unit_rows  # noqa: E402
@@ -218,9 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     settings = get_settings()
-    datasets = settings.datasets_dir
-    if not datasets.is_absolute():
-        datasets = Path(__file__).resolve().parent.parent / datasets
+    datasets = datasets_dir(settings)
     cache = settings.cache_dir / "dup-eval"
     edits = list(EDITS)
     paths = photos(datasets)

@@ -36,6 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.datasets import datasets_dir  # noqa: E402
 from bench.machine import describe, describe_machine  # noqa: E402
 from shared.config import get_settings  # noqa: E402
 
@@ -67,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     settings = get_settings()
-    datasets = settings.datasets_dir
-    if not datasets.is_absolute():
-        datasets = Path(__file__).resolve().parent.parent / datasets
+    datasets = datasets_dir(settings)
 
     captions: dict[str, list[str]] = defaultdict(list)
     with open(datasets / "flickr8k-dev" / "captions.tsv", newline="") as f:

@@ -46,6 +46,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.datasets import datasets_dir  # noqa: E402
 from bench.machine import describe, describe_machine  # noqa: E402
 from bench.text_photos import TextPhoto, make_set  # noqa: E402
 from services.caption.ocr import (  # noqa: E402
@@ -269,9 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     out = args.out or settings.cache_dir / "ocr-eval"
-    datasets = settings.datasets_dir
-    if not datasets.is_absolute():
-        datasets = Path(__file__).resolve().parent.parent / datasets
+    datasets = datasets_dir(settings)
     photos = make_set(out, datasets, seed=args.seed)
     print(f"machine: {describe()}")
     print(f"set: {len(photos)} images in {out} "
