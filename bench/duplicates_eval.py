@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import random
 import sys
 import time
@@ -52,7 +51,7 @@ from PIL import Image, ImageEnhance, ImageOps
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.datasets import datasets_dir  # noqa: E402
-from bench.machine import describe, describe_machine  # noqa: E402
+from bench.machine import describe, describe_machine, print_figures  # noqa: E402
 from shared.config import get_settings  # noqa: E402
 from shared.duplicates import DuplicateSpace, unit_rows  # noqa: E402
 
@@ -272,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale:
         result["scale"] = scale_cost(
             args.scale, space_vectors(args.index_space, feats, "original", spaces), threshold)
-    if args.json:
-        print(json.dumps(result))
+    print_figures(result, args.json)
     return 0
 
 

@@ -44,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from index_load_bench import fill  # noqa: E402
-from machine import describe_machine, machine_line  # noqa: E402
+from machine import describe_machine, machine_line, print_figures  # noqa: E402
 
 from capsearch.files import read_captions  # noqa: E402
 from capsearch.server import free_port  # noqa: E402
@@ -347,8 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"N={args.n:,} concurrency {args.concurrency}: {len(latencies)} queries, "
           f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms, "
           f"{result['qps']} queries/s, {errors} errors")
-    if args.json:
-        print(json.dumps(result))
+    print_figures(result, args.json)
     return 0
 
 
