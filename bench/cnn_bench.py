@@ -23,7 +23,6 @@ way, the agreement, and the machine (CPU model, flags, load).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from machine import describe_machine, machine_line  # noqa: E402
+from machine import describe_machine, machine_line, print_figures  # noqa: E402
 
 from services.caption.captioners.backbone import EfficientNetBackbone  # noqa: E402
 from services.caption.projection import GEM_P, head_input  # noqa: E402
@@ -127,10 +126,9 @@ def main() -> None:
     for name, cos in (agree or {}).items():
         print(f"{name:26s} pooled features vs torch fp32 on {len(photos)} photos: cosine min "
               f"{cos['min']}, mean {cos['mean']}")
-    if args.json:
-        print(json.dumps({"model": args.model, "size": args.size, "batch": args.batch,
-                          "cores": cores, "ways": speeds, "agreement": agree,
-                          "machine": describe_machine()}))
+    print_figures({"model": args.model, "size": args.size, "batch": args.batch,
+                   "cores": cores, "ways": speeds, "agreement": agree,
+                   "machine": describe_machine()}, args.json)
 
 
 if __name__ == "__main__":

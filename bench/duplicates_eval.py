@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import random
 import sys
 import time
@@ -51,7 +50,8 @@ from PIL import Image, ImageEnhance, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.machine import describe, describe_machine  # noqa: E402
+from bench.datasets import datasets_dir  # noqa: E402
+from bench.machine import describe, describe_machine, print_figures  # noqa: E402
 from shared.config import get_settings  # noqa: E402
 from shared.duplicates import DuplicateSpace, unit_rows  # noqa: E402
 
@@ -218,9 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     settings = get_settings()
-    datasets = settings.datasets_dir
-    if not datasets.is_absolute():
-        datasets = Path(__file__).resolve().parent.parent / datasets
+    datasets = datasets_dir(settings)
     cache = settings.cache_dir / "dup-eval"
     edits = list(EDITS)
     paths = photos(datasets)
@@ -273,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.scale:
         result["scale"] = scale_cost(
             args.scale, space_vectors(args.index_space, feats, "original", spaces), threshold)
-    if args.json:
-        print(json.dumps(result))
+    print_figures(result, args.json)
     return 0
 
 

@@ -20,7 +20,6 @@ With --json the LAST line is one JSON object: {way: {batch: ms_per_text}, "agree
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from machine import describe_machine, machine_line  # noqa: E402
+from machine import describe_machine, machine_line, print_figures  # noqa: E402
 
 from capsearch.files import read_captions  # noqa: E402
 from services.encoder.encoder import BertTextEncoder  # noqa: E402
@@ -99,8 +98,7 @@ def main() -> int:
         cells = "  ".join(f"b{b}: {result[name][str(b)]:6.2f}" for b in batches)
         print(f"{name:14s} CPU ms/text  {cells}   cosine to fp32 min {agreement[name]['min']:.6f}"
               f" mean {agreement[name]['mean']:.6f}", flush=True)
-    if args.json:
-        print(json.dumps({**result, "agreement": agreement, "machine": describe_machine()}))
+    print_figures({**result, "agreement": agreement, "machine": describe_machine()}, args.json)
     return 0
 
 

@@ -24,7 +24,6 @@ With --json the LAST line is one JSON object.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import describe_machine, machine_line  # noqa: E402
+from machine import describe_machine, machine_line, print_figures  # noqa: E402
 
 from capsearch.commands.train import (  # noqa: E402
     DEFAULT_TRAINING_SETS,
@@ -182,8 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         result["sentence_fusion"] = fusion
         for text, row in fusion["best_by_text"].items():  # type: ignore[union-attr]
             print(f"fused with {text}: {row}", flush=True)
-    if args.json:
-        print(json.dumps(result))
+    print_figures(result, args.json)
     return 0
 
 

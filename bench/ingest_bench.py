@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import describe_machine, machine_line  # noqa: E402
+from machine import describe_machine, machine_line, print_figures  # noqa: E402
 
 from capsearch.client import CapsearchClient  # noqa: E402
 from capsearch.commands.ingest import upload_all, wait_all  # noqa: E402
@@ -144,8 +144,7 @@ def compare(args: argparse.Namespace) -> int:
               "runs": runs, "machine": describe_machine()}
     print(", ".join(f"{c} {v:.2f} images/s ({result['ratio_to_first'][c]:.2f}x {first})"
                     for c, v in rates.items()))
-    if args.json:
-        print(json.dumps(result))
+    print_figures(result, args.json)
     return 0
 
 
@@ -189,8 +188,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{result['img_per_s']} images/s end to end, peak RSS {result['peak_rss_mb']} MiB")
     print("stage seconds (summed over batches): "
           + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()))
-    if args.json:
-        print(json.dumps(result))
+    print_figures(result, args.json)
     return 0
 
 

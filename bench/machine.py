@@ -1,11 +1,13 @@
 """What every bench prints beside its figures: the CPU model, the flags that decide which
 kernels run (AVX2, AVX-512, VNNI, bf16, AMX), the usable cores and the load at that moment
-(the project's machines are shared)."""
+(the project's machines are shared); and, with `--json`, the figures as one JSON line."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 
 # the flags of /proc/cpuinfo that change which inference kernels a CPU runs (ONNX Runtime,
@@ -51,3 +53,10 @@ def describe() -> str:
     flags = " ".join(m["flags"]) or "no listed SIMD flags"  # type: ignore[arg-type]
     load = m["load"][0] if m["load"] else None  # type: ignore[index]
     return f"{m['cpu']} ({flags}), {m['cores']} usable cores, load {load}"
+
+
+def print_figures(figures: Mapping[str, object], as_json: bool) -> None:
+    """With `--json`, the figures as one JSON line, after the readable ones (docs/ tables are
+    made from it)."""
+    if as_json:
+        print(json.dumps(figures))

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import random
 import sys
 import time
@@ -36,7 +35,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.machine import describe, describe_machine  # noqa: E402
+from bench.datasets import datasets_dir  # noqa: E402
+from bench.machine import describe, describe_machine, print_figures  # noqa: E402
 from shared.config import get_settings  # noqa: E402
 
 QUERIES = Path(__file__).with_name("data") / "flickr8k_dev_queries_de_fr.tsv"
@@ -67,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     settings = get_settings()
-    datasets = settings.datasets_dir
-    if not datasets.is_absolute():
-        datasets = Path(__file__).resolve().parent.parent / datasets
+    datasets = datasets_dir(settings)
 
     captions: dict[str, list[str]] = defaultdict(list)
     with open(datasets / "flickr8k-dev" / "captions.tsv", newline="") as f:
@@ -130,9 +128,8 @@ def main(argv: list[str] | None = None) -> int:
             r = by_lang[lang]
             print(f"{name:<12} {lang:<4} {r['R@1']:>6} {r['R@5']:>6} {r['R@10']:>6} "
                   f"{r['median_rank']:>7}")
-    if args.json:
-        print(json.dumps({"machine": describe_machine(), "queries": len(queries),
-                          "pool": len(photos), "results": result}))
+    print_figures({"machine": describe_machine(), "queries": len(queries),
+                   "pool": len(photos), "results": result}, args.json)
     return 0
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import os
 import resource
 import shutil
@@ -46,7 +45,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.machine import describe, describe_machine  # noqa: E402
+from bench.datasets import datasets_dir  # noqa: E402
+from bench.machine import describe, describe_machine, print_figures  # noqa: E402
 from bench.text_photos import TextPhoto, make_set  # noqa: E402
 from services.caption.ocr import (  # noqa: E402
     LineReading,
@@ -269,9 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = get_settings()
     out = args.out or settings.cache_dir / "ocr-eval"
-    datasets = settings.datasets_dir
-    if not datasets.is_absolute():
-        datasets = Path(__file__).resolve().parent.parent / datasets
+    datasets = datasets_dir(settings)
     photos = make_set(out, datasets, seed=args.seed)
     print(f"machine: {describe()}")
     print(f"set: {len(photos)} images in {out} "
@@ -291,9 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             results[run.name] = {"best_rule": {"min_confidence": rule.min_confidence,
                                                "min_chars": rule.min_chars},
                                  "best": best, "shipped": shipped, "raw": raw}
-    if args.json:
-        print(json.dumps({"machine": describe_machine(), "set": {"images": len(photos),
-                          "seed": args.seed}, "engines": results}))
+    print_figures({"machine": describe_machine(), "set": {"images": len(photos),
+                   "seed": args.seed}, "engines": results}, args.json)
     return 0
 
 

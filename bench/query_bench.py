@@ -44,12 +44,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from index_load_bench import fill  # noqa: E402
-from machine import describe_machine, machine_line  # noqa: E402
+from machine import describe_machine, machine_line, print_figures  # noqa: E402
 
 from capsearch.files import read_captions  # noqa: E402
 from capsearch.server import free_port  # noqa: E402
 from capsearch.stack import start_stack, stop_stack  # noqa: E402
-from shared.config import Settings  # noqa: E402
+from shared.config import settings_from_env  # noqa: E402
 from shared.vectors import l2_normalize  # noqa: E402
 
 TOKEN = "query-bench-service-token-0123456789abcdef"
@@ -96,17 +96,6 @@ def make_vectors(base: np.ndarray, n: int, *, noise: float = 0.05, seed: int = 0
         out[start:stop] = l2_normalize(
             rows + rng.normal(0, noise, rows.shape).astype(np.float32))
     return out
-
-
-def settings_for(env: dict[str, str]) -> Settings:
-    saved = os.environ.copy()
-    try:
-        os.environ.clear()
-        os.environ.update(env)
-        return Settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 class HttpConnection:
@@ -309,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
                 "CAPSEARCH_SEARCH_URL": f"http://127.0.0.1:{ports['search']}",
                 "HF_HUB_OFFLINE": "1",
             })
-            settings = settings_for(env)
+            settings = settings_from_env(env)
             t0 = time.perf_counter()
             procs = start_stack(settings, env, Path(tmp) / "logs",
                                 names=["encoder", "search", "gateway"], timeout=600)
@@ -358,8 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"N={args.n:,} concurrency {args.concurrency}: {len(latencies)} queries, "
           f"p50 {result['p50_ms']} ms, p95 {result['p95_ms']} ms, p99 {result['p99_ms']} ms, "
           f"{result['qps']} queries/s, {errors} errors")
-    if args.json:
-        print(json.dumps(result))
+    print_figures(result, args.json)
     return 0
 
 

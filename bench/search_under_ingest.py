@@ -18,7 +18,6 @@ Compare img_per_s with `bench/ingest_bench.py` on the same machine, in the same 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import describe_machine, machine_line  # noqa: E402
+from machine import describe_machine, machine_line, print_figures  # noqa: E402
 
 from capsearch.client import CapsearchClient  # noqa: E402
 from capsearch.commands.ingest import upload_all, wait_all  # noqa: E402
@@ -156,8 +155,7 @@ def main(argv: list[str] | None = None) -> int:
           f"p50 ratio {result['ratio_p50']}")
     print(f"ingest meanwhile: {result['images']} images in {result['ingest_seconds']} s = "
           f"{result['img_per_s']} images/s (worker nice {result['worker_nice']})")
-    if args.json:
-        print(json.dumps(result))
+    print_figures(result, args.json)
     return 0
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -347,3 +349,16 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """The process-wide settings; tests build their own Settings or override the dependency."""
     return Settings()
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """The Settings a process started with exactly `env` as its environment will see (for a
+    caller that starts one: this process's environment is swapped during the call)."""
+    saved = os.environ.copy()
+    try:
+        os.environ.clear()
+        os.environ.update(env)
+        return Settings()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

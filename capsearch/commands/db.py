@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sqlalchemy import make_url
 
-from capsearch.commands.keys import settings_for
+from capsearch.commands.args import add_actions, settings_for
 from shared.config import Settings
 from shared.db import make_engine
 from shared.db.migrate import schema_state, upgrade
@@ -65,12 +65,11 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("db", help="the database schema: upgrade it, check it is current")
-    db = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    u = db.add_parser("upgrade", help="migrate the database to the head revision (idempotent)")
-    u.add_argument("--revision", default="head", help="migrate to this revision instead")
-    u.set_defaults(func=run_upgrade)
-    c = db.add_parser("check", help="exit 0 only when the database is at the head revision")
-    c.set_defaults(func=run_check)
-    for q in (u, c):
+    parsers = add_actions(sub, "db", "the database schema: upgrade it, check it is current", {
+        "upgrade": ("migrate the database to the head revision (idempotent)", run_upgrade),
+        "check": ("exit 0 only when the database is at the head revision", run_check),
+    })
+    parsers["upgrade"].add_argument("--revision", default="head",
+                                    help="migrate to this revision instead")
+    for q in parsers.values():
         q.add_argument("--data-dir", type=Path, help="the instance's state folder")

@@ -8,7 +8,7 @@ import json
 import sys
 from contextlib import ExitStack
 
-from capsearch.commands.keys import settings_for
+from capsearch.commands.args import settings_for
 from capsearch.database import open_database
 from shared.backfill_taken import BackfillReport, backfill_taken
 from shared.blocking import BlockingIndex

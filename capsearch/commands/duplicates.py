@@ -12,7 +12,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from capsearch.client import CapsearchClient
-from capsearch.commands.keys import settings_for
+from capsearch.commands.args import settings_for
 from capsearch.database import open_database
 from shared.clients import NeighbourIndex
 from shared.config import Settings, get_settings

@@ -6,16 +6,9 @@ import argparse
 import json
 import sys
 
+from capsearch.commands.args import add_actions, settings_for
 from capsearch.database import open_database
 from shared.apikeys import SCOPES, KeyInfo, create_key, list_keys, revoke_key
-from shared.config import Settings, get_settings
-
-
-def settings_for(args: argparse.Namespace) -> Settings:
-    """The settings, for `--data-dir` when given (with what a stack recorded there)."""
-    if getattr(args, "data_dir", None):
-        return Settings(data_dir=args.data_dir.resolve())
-    return get_settings()
 
 
 def _row(info: KeyInfo) -> dict[str, object]:
@@ -66,19 +59,17 @@ def run_revoke(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from pathlib import Path
 
-    p = sub.add_parser("keys", help="create, list and revoke API keys (in the database)")
-    keys = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    c = keys.add_parser("create", help="mint a key; it is printed once")
-    c.add_argument("--name", default="", help="who or what the key is for")
-    c.add_argument("--scope", dest="scopes", action="append", choices=SCOPES,
-                   help="search, write or admin (repeatable; default search; admin = all)")
-    c.set_defaults(func=run_create)
-    ls = keys.add_parser("list", help="keys with prefix, scopes and last use (never the key)")
-    ls.add_argument("--all", action="store_true", help="include revoked keys")
-    ls.set_defaults(func=run_list)
-    r = keys.add_parser("revoke", help="revoke a key by its prefix (csk_XXXXXXXX) or id")
-    r.add_argument("key")
-    r.set_defaults(func=run_revoke)
-    for q in (c, ls, r):
+    parsers = add_actions(sub, "keys", "create, list and revoke API keys (in the database)", {
+        "create": ("mint a key; it is printed once", run_create),
+        "list": ("keys with prefix, scopes and last use (never the key)", run_list),
+        "revoke": ("revoke a key by its prefix (csk_XXXXXXXX) or id", run_revoke),
+    })
+    create = parsers["create"]
+    create.add_argument("--name", default="", help="who or what the key is for")
+    create.add_argument("--scope", dest="scopes", action="append", choices=SCOPES,
+                        help="search, write or admin (repeatable; default search; admin = all)")
+    parsers["list"].add_argument("--all", action="store_true", help="include revoked keys")
+    parsers["revoke"].add_argument("key")
+    for q in parsers.values():
         q.add_argument("--data-dir", type=Path, help="the embedded instance's state folder")
         q.add_argument("--json", action="store_true", help="machine-readable output")

@@ -31,6 +31,7 @@ from psycopg2 import sql
 
 from capsearch.deps.processes import (
     DepsError,
+    RecordedServer,
     bundled_file,
     free_port,
     is_running,
@@ -150,13 +151,14 @@ def _environment() -> dict[str, str]:
     return env
 
 
-class PostgresServer:
+class PostgresServer(RecordedServer):
     """The cluster in `root` (`root/data`, server log `root/postgres.log`)."""
 
+    log_name = "postgres.log"
+
     def __init__(self, root: Path) -> None:
-        self.root = root
+        super().__init__(root)
         self.data = root / "data"
-        self.log = root / "postgres.log"
 
     def start(self, previous: PostgresState | None, timeout: float = 90.0) -> PostgresState:
         """Start the cluster (initialising it the first time) and return its state."""

@@ -8,9 +8,11 @@ import os
 import secrets
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import psutil
 
@@ -100,6 +102,39 @@ def wait_until(ready: Callable[[], bool], *, timeout: float, what: str,
         if time.monotonic() > deadline:
             raise DepsError(f"{what} not ready after {timeout:.0f} s{_tail(log)}")
         time.sleep(interval)
+
+
+def await_ready(proc: subprocess.Popen[bytes], rec: ProcessRecord, ready: Callable[[], bool],
+                *, timeout: float, what: str, interval: float = 0.2) -> None:
+    """Wait until the server just spawned (`proc`, recorded as `rec`) is `ready`; when it dies
+    first or `timeout` passes, stop it and raise DepsError with the end of its log."""
+    try:
+        wait_until(ready, timeout=timeout, what=what, alive=lambda: proc.poll() is None,
+                   log=Path(rec.log), interval=interval)
+    except DepsError:
+        stop_process(rec)
+        raise
+
+
+class Recorded(Protocol):
+    """A dependency's state: what it records of its process (None: not started)."""
+
+    process: ProcessRecord | None
+
+
+class RecordedServer:
+    """A server a stack starts in `root`, logging to `root/<log_name>`, and stops by its record
+    (pid and start time), never by name."""
+
+    log_name = ""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.log = root / self.log_name
+
+    def stop(self, state: Recorded | None) -> bool:
+        """Stop the recorded process only; False if it was not running."""
+        return state is not None and stop_process(state.process)
 
 
 def _tail(log: Path | None, chars: int = 2000) -> str:

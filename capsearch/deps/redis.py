@@ -13,15 +13,13 @@ from pathlib import Path
 import redis
 
 from capsearch.deps.processes import (
-    DepsError,
+    RecordedServer,
+    await_ready,
     bundled_file,
     free_port,
     is_running,
     new_secret,
-    process_of,
     record,
-    stop_process,
-    wait_until,
 )
 from shared.stackstate import LOOPBACK, RedisState
 
@@ -61,12 +59,10 @@ def spawn_redis(directory: Path, port: int, password: str | None, *, persist: bo
                                 stdin=subprocess.DEVNULL, start_new_session=True)
 
 
-class RedisServer:
+class RedisServer(RecordedServer):
     """The broker in `root`."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.log = root / "redis.log"
+    log_name = "redis.log"
 
     def start(self, previous: RedisState | None, timeout: float = 30.0) -> RedisState:
         if previous is not None and is_running(previous.process):
@@ -74,15 +70,7 @@ class RedisServer:
         port = free_port(previous.port if previous else None)
         password = previous.password if previous else new_secret()
         proc = spawn_redis(self.root, port, password, persist=True)
-        state = RedisState(port=port, password=password, process=record(proc.pid, self.log))
-        try:
-            wait_until(lambda: redis_answers(port, password), timeout=timeout,
-                       what="redis-server", alive=lambda: proc.poll() is None, log=self.log)
-        except DepsError:
-            stop_process(state.process)
-            raise
-        return state
-
-    def stop(self, state: RedisState | None) -> bool:
-        return state is not None and process_of(state.process) is not None and stop_process(
-            state.process)
+        rec = record(proc.pid, self.log)
+        await_ready(proc, rec, lambda: redis_answers(port, password), timeout=timeout,
+                    what="redis-server")
+        return RedisState(port=port, password=password, process=rec)

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from capsearch.deps.processes import (
     DepsError,
+    RecordedServer,
+    await_ready,
     is_running,
     new_secret,
     port_is_free,
-    process_of,
     record,
-    stop_process,
     wait_until,
 )
 from shared.stackstate import LOOPBACK, S3State
@@ -131,12 +131,10 @@ def start_s3_server(data_dir: Path, *, access_key: str = "capsearch-test",
     return server
 
 
-class S3Dependency:
+class S3Dependency(RecordedServer):
     """The blob store in `root`, recorded for `capsearch deps down`."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.log = root / "weed.log"
+    log_name = "weed.log"
 
     def start(self, previous: S3State | None, timeout: float = 90.0) -> S3State:
         if previous is not None and is_running(previous.process):
@@ -146,18 +144,9 @@ class S3Dependency:
         access_key = previous.access_key if previous else "capsearch"
         secret_key = previous.secret_key if previous else new_secret()
         proc = spawn_weed(self.root, ports, access_key, secret_key)
+        rec = record(proc.pid, self.log)
         state = S3State(port=ports[3], internal_ports=[*ports[:3], ports[4]],
-                        access_key=access_key, secret_key=secret_key,
-                        process=record(proc.pid, self.log))
-        try:
-            wait_until(lambda: s3_answers(state.endpoint, access_key, secret_key),
-                       timeout=timeout, what="the S3 server (weed mini)",
-                       alive=lambda: proc.poll() is None, log=self.log, interval=0.5)
-        except DepsError:
-            stop_process(state.process)
-            raise
+                        access_key=access_key, secret_key=secret_key, process=rec)
+        await_ready(proc, rec, lambda: s3_answers(state.endpoint, access_key, secret_key),
+                    timeout=timeout, what="the S3 server (weed mini)", interval=0.5)
         return state
-
-    def stop(self, state: S3State | None) -> bool:
-        return state is not None and process_of(state.process) is not None and stop_process(
-            state.process)

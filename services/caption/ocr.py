@@ -25,8 +25,6 @@ from __future__ import annotations
 import logging
 import queue
 import re
-import threading
-import time
 import unicodedata
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +37,7 @@ from numpy.typing import NDArray
 from PIL import Image
 
 from shared.devices import cpu_streams
+from shared.inference import InferenceModel
 
 log = logging.getLogger(__name__)
 
@@ -110,29 +109,18 @@ def normalise_words(text: str) -> list[str]:
     return _WORD.findall(unicodedata.normalize("NFKC", text).lower())
 
 
-class OcrEngine:
-    """Base of OCR engines: `load()` → `_load()`, `read()` → `_read()` per image."""
+class OcrEngine(InferenceModel):
+    """Base of OCR engines: `load()` → `_load()` once (`InferenceModel`), `read()` → `_read()`
+    per image."""
 
     name = ""
 
     def __init__(self, *, rule: NoiseRule | None = None) -> None:
+        super().__init__()
         self.rule = rule or NoiseRule()
-        self._loaded = False
-        self._load_lock = threading.Lock()
 
-    @property
-    def loaded(self) -> bool:
-        return self._loaded
-
-    def load(self) -> None:
-        """Load the models once (thread-safe; later calls return at once)."""
-        with self._load_lock:
-            if self._loaded:
-                return
-            start = time.perf_counter()
-            self._load()
-            self._loaded = True
-        log.info("ocr %s loaded in %.2f s", self.name, time.perf_counter() - start)
+    def __str__(self) -> str:
+        return f"ocr {self.name}"
 
     def read(self, images: Sequence[Image.Image]) -> list[OcrResult]:
         """The text of every image, in order; lines the noise rule rejects are dropped."""
@@ -142,15 +130,6 @@ class OcrEngine:
                                 if self.rule.keep(line.text, line.confidence)))
                 for lines in self._read_all(rgb)]
 
-    def close(self) -> None:
-        """Free the models (a later `read` loads them again)."""
-        with self._load_lock:
-            self._close()
-            self._loaded = False
-
-    def _load(self) -> None:
-        raise NotImplementedError
-
     def _read_all(self, images: list[Image.Image]) -> list[list[OcrLine]]:
         """Every line found in each RGB image, before the noise rule."""
         return [self._read(image) for image in images]
@@ -158,9 +137,6 @@ class OcrEngine:
     def _read(self, image: Image.Image) -> list[OcrLine]:
         """Every line found in one RGB image, before the noise rule."""
         raise NotImplementedError
-
-    def _close(self) -> None:
-        pass
 
 
 @dataclass(frozen=True)

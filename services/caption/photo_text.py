@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from services.caption.ocr import OcrEngine, OcrResult, RapidOcrEngine
 from services.caption.pipeline import (
+    MAX_ERROR_CHARS,
     StageTimings,
     WorkItem,
     decode_images,
@@ -36,8 +37,6 @@ from shared.metrics import observe_stage
 from shared.storage import BlobStore
 
 log = logging.getLogger(__name__)
-
-MAX_ERROR_CHARS = 1000
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,26 @@ there these this to was were with while who which what where when his her he she
 """.split())
 
 
+def _dialect(session: Session) -> str:
+    """The session's dialect: "postgresql" or "sqlite", the two with full-text search here."""
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        raise NotImplementedError(f"no full-text search for the {dialect} dialect")
+    return dialect
+
+
+def _postgres_ranking(table: str, column: str, *, per_image: bool) -> str:
+    """Postgres: (image_id, rank) of the rows of `table` whose `column` matches the tsquery
+    `:q`, best first, at most `:limit`; `per_image`: an image's best row (several per image).
+    The tsvector expression is the one the GIN index is on, so the planner takes the index."""
+    tsvector = f"to_tsvector('{TS_CONFIG}'::regconfig, {column})"
+    rank = f"max(ts_rank_cd({tsvector}, q))" if per_image else f"ts_rank_cd({tsvector}, q)"
+    return (f"SELECT image_id, {rank} "
+            f"AS rank FROM {table}, to_tsquery('{TS_CONFIG}'::regconfig, :q) AS q "
+            f"WHERE {tsvector} @@ q "
+            f"{'GROUP BY image_id ' if per_image else ''}ORDER BY rank DESC, image_id LIMIT :limit")
+
+
 def query_terms(query: str) -> list[str]:
     """The query's distinct lower-case words (letters and digits only), stop words dropped."""
     words = re.findall(r"[^\W_]+", query.lower())
@@ -50,15 +70,10 @@ def match_captions(session: Session, query: str, limit: int) -> list[int]:
     terms = query_terms(query)
     if not terms or limit < 1:
         return []
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        rows = session.execute(text(
-            f"SELECT image_id, max(ts_rank_cd(to_tsvector('{TS_CONFIG}'::regconfig, text), q)) "
-            f"AS rank FROM captions, to_tsquery('{TS_CONFIG}'::regconfig, :q) AS q "
-            f"WHERE to_tsvector('{TS_CONFIG}'::regconfig, text) @@ q "
-            "GROUP BY image_id ORDER BY rank DESC, image_id LIMIT :limit"),
-            {"q": " | ".join(terms), "limit": limit})
-    elif dialect == "sqlite":
+    if _dialect(session) == "postgresql":
+        rows = session.execute(text(_postgres_ranking("captions", "text", per_image=True)),
+                               {"q": " | ".join(terms), "limit": limit})
+    else:
         match = " OR ".join(f'"{t}"' for t in terms)  # quoted: never FTS5 query syntax
         # bm25() only works in the query that does the MATCH: rank there, group outside
         rows = session.execute(text(
@@ -68,8 +83,6 @@ def match_captions(session: Session, query: str, limit: int) -> list[int]:
             "JOIN captions AS c ON c.id = m.rowid "
             "GROUP BY c.image_id ORDER BY rank, c.image_id LIMIT :limit"),
             {"match": match, "depth": limit * 4, "limit": limit})
-    else:
-        raise NotImplementedError(f"no full-text search for the {dialect} dialect")
     return [int(image_id) for image_id, _ in rows]
 
 
@@ -110,22 +123,15 @@ def match_photo_text(session: Session, query: str, limit: int) -> list[int]:
     groups = photo_text_terms(query)
     if not groups or limit < 1:
         return []
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
+    if _dialect(session) == "postgresql":
         tsquery = " & ".join("(" + " | ".join(group) + ")" for group in groups)
-        rows = session.execute(text(
-            f"SELECT image_id, ts_rank_cd(to_tsvector('{TS_CONFIG}'::regconfig, words), q) "
-            f"AS rank FROM image_texts, to_tsquery('{TS_CONFIG}'::regconfig, :q) AS q "
-            f"WHERE to_tsvector('{TS_CONFIG}'::regconfig, words) @@ q "
-            "ORDER BY rank DESC, image_id LIMIT :limit"),
-            {"q": tsquery, "limit": limit})
-    elif dialect == "sqlite":
+        rows = session.execute(text(_postgres_ranking("image_texts", "words", per_image=False)),
+                               {"q": tsquery, "limit": limit})
+    else:
         match = " AND ".join("(" + " OR ".join(f'"{t}"' for t in group) + ")"
                              for group in groups)  # quoted: never FTS5 query syntax
         rows = session.execute(text(
             f"SELECT rowid, bm25({OCR_FTS_TABLE}) AS rank FROM {OCR_FTS_TABLE} "
             f"WHERE {OCR_FTS_TABLE} MATCH :match ORDER BY rank, rowid LIMIT :limit"),
             {"match": match, "limit": limit})
-    else:
-        raise NotImplementedError(f"no full-text search for the {dialect} dialect")
     return [int(image_id) for image_id, _ in rows]

@@ -24,7 +24,7 @@ from capsearch.client import API_KEY_ENV
 from capsearch.server import free_port
 from capsearch.stack import ServiceProcess, start_stack, stop_stack
 from shared.apikeys import create_key
-from shared.config import Settings
+from shared.config import Settings, settings_from_env
 from shared.db import make_session_factory
 from shared.db.migrate import upgrade
 from tests.support.s3server import S3Server, start_s3_server
@@ -144,18 +144,6 @@ def stack_env(*, postgres_url: str, redis_url: str, s3: S3Server, data_dir: Path
         "TRANSFORMERS_OFFLINE": "1",
     })
     return env
-
-
-def settings_from_env(env: dict[str, str]) -> Settings:
-    """The Settings a service process started with `env` will see."""
-    saved = os.environ.copy()
-    try:
-        os.environ.clear()
-        os.environ.update(env)
-        return Settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, create_engine, text
 from capsearch.client import CapsearchClient
 from capsearch.stack import ServiceProcess, ready_url, start_service, stop_stack, wait_ready
 from shared.apikeys import create_key
-from shared.config import Settings
+from shared.config import Settings, settings_from_env
 from shared.db import make_session_factory
 from shared.db.migrate import upgrade
 from tests.support.faults import RedisServer, TcpProxy, free_port
@@ -40,17 +40,6 @@ def same_ranking(before: list[tuple[int, float]], after: list[tuple[int, float]]
     cutoff = scores_before[-1]
     above = {i for i, s in before if round(s, 4) > cutoff}
     return above == {i for i, s in after if round(s, 4) > cutoff}
-
-
-def _settings_from(env: dict[str, str]) -> Settings:
-    saved = os.environ.copy()
-    try:
-        os.environ.clear()
-        os.environ.update(env)
-        return Settings()
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @dataclass
@@ -72,7 +61,7 @@ class FaultStack:
 
     @property
     def settings(self) -> Settings:
-        return _settings_from(self.gateway_env)
+        return settings_from_env(self.gateway_env)
 
     @property
     def url(self) -> str:

@@ -35,21 +35,28 @@ Regions = Callable[[np.ndarray, np.ndarray], torch.Tensor]
 
 
 @dataclass(frozen=True)
-class SatTrainOptions:
+class DecoderTrainOptions:
+    """What training any caption decoder takes alike: the vocabulary, the loss's smoothing, the
+    beam that captions the held-out photos, the seed, and overrides of the model's config."""
+
+    label_smoothing: float = 0.1
+    vocab_size: int = 7500
+    min_count: int = 3
+    beam_width: int = 3
+    seed: int = 0
+    model: dict[str, Any] = field(default_factory=dict)  # the decoder config's overrides
+
+
+@dataclass(frozen=True)
+class SatTrainOptions(DecoderTrainOptions):
     epochs: int = 20
     pretrain_epochs: int = 0  # language-model epochs over the text-only captions
     batch_size: int = 64
     lr: float = 4e-4
     weight_decay: float = 0.0
     grad_clip: float = 5.0
-    label_smoothing: float = 0.1
-    vocab_size: int = 7500
-    min_count: int = 3
-    beam_width: int = 3
-    seed: int = 0
     device: str = "auto"
     amp: bool = True  # mixed precision (CUDA only)
-    model: dict[str, Any] = field(default_factory=dict)  # SatConfig overrides
 
 
 @dataclass

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,25 +31,19 @@ from services.caption.sat.transformer import (
 )
 from services.caption.sat.vocab import Vocabulary
 from services.caption.training.sat_data import pad_tokens
-from services.caption.training.train_sat import ValidationSet, validate
+from services.caption.training.train_sat import DecoderTrainOptions, ValidationSet, validate
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class TransformerTrainOptions:
+class TransformerTrainOptions(DecoderTrainOptions):
     epochs: int = 10
     photos_per_batch: int = 16
     lr: float = 6e-4
     weight_decay: float = 0.05
     warmup: float = 0.1  # share of the steps spent warming the learning rate up
     grad_clip: float = 1.0
-    label_smoothing: float = 0.1
-    vocab_size: int = 7500
-    min_count: int = 3
-    beam_width: int = 3
-    seed: int = 0
-    model: dict[str, Any] = field(default_factory=dict)  # DecoderConfig overrides
 
 
 def photo_batches(n_photos: int, size: int, rng: np.random.Generator

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Header, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 
 from services.gateway import images, uploads
 from services.gateway.api.params import MAX_ID, ImageFiltersDep, ImageId
-from services.gateway.api.responses import ERRORS, blob_response
+from services.gateway.api.responses import ERRORS, IfNoneMatch, blob_response
 from services.gateway.core.auth import requires
 from services.gateway.core.body_limit import accepts_body
 from services.gateway.core.context import ContextDep, SessionDep, StoreDep
@@ -87,8 +87,7 @@ def read_image(image: ImageDep, session: SessionDep) -> ImagePublic:
 
 @router.get("/v1/images/{image_id}/content", dependencies=[requires("search")],
             response_class=Response)
-def read_content(image: ImageDep, store: StoreDep,
-                 if_none_match: Annotated[str | None, Header()] = None) -> Response:
+def read_content(image: ImageDep, store: StoreDep, if_none_match: IfNoneMatch = None) -> Response:
     """The original bytes, ETag = sha256."""
     return blob_response(images.read_blob(store=store, image=image, kind="original"),
                          if_none_match)
@@ -97,7 +96,7 @@ def read_content(image: ImageDep, store: StoreDep,
 @router.get("/v1/images/{image_id}/thumbnail", dependencies=[requires("search")],
             response_class=Response)
 def read_thumbnail(image: ImageDep, store: StoreDep,
-                   if_none_match: Annotated[str | None, Header()] = None) -> Response:
+                   if_none_match: IfNoneMatch = None) -> Response:
     """A small JPEG for result grids."""
     return blob_response(images.read_blob(store=store, image=image, kind="thumbnail"),
                          if_none_match)

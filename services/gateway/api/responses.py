@@ -3,9 +3,9 @@ with an ETag."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Response
+from fastapi import Header, Response
 
 from services.gateway.images import Blob
 from shared.schemas import ErrorResponse
@@ -15,6 +15,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse}
     for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503, 504)
 }
+
+# the ETags a caller already holds: a blob route answers 304 when the blob's is among them
+IfNoneMatch = Annotated[str | None, Header()]
 
 
 # an image is shown, never sniffed into HTML or run: whatever bytes an upload smuggled in

@@ -40,6 +40,7 @@ from starlette.types import Scope as AsgiScope
 
 from services.gateway.core.context import GatewayContext
 from services.gateway.core.ratelimit import RateLimiter
+from services.gateway.core.route_rules import RouteRule, api_routes
 from services.gateway.core.sessions import COOKIE_NAME, SessionCookies, SessionRef
 from shared.apikeys import (
     SCOPES,
@@ -142,15 +143,10 @@ def declared_scope(dependencies: Iterable[DependsParam]) -> str | None:
 
 
 @dataclass(frozen=True)
-class BodyScope:
+class BodyScope(RouteRule):
     """A route that reads a body, and the scope it declares."""
 
-    methods: frozenset[str]
-    path: re.Pattern[str]
     scope: str
-
-    def matches(self, method: str, path: str) -> bool:
-        return method in self.methods and self.path.match(path) is not None
 
 
 def reads_body(route: APIRoute) -> bool:
@@ -162,15 +158,14 @@ def reads_body(route: APIRoute) -> bool:
 def body_scopes(routers: Iterable[APIRouter]) -> list[BodyScope]:
     """The scope of every body-reading route of these routers, from its own declaration."""
     out: list[BodyScope] = []
-    for router in routers:
-        for route in router.routes:
-            if isinstance(route, APIRoute) and reads_body(route):
-                methods = frozenset(route.methods or ())
-                scope = declared_scope([*router.dependencies, *route.dependencies])
-                if scope is None:
-                    raise ValueError(f"{sorted(methods)} {route.path} reads a body but "
-                                     "declares no scope")
-                out.append(BodyScope(methods, route.path_regex, scope))
+    for route, dependencies in api_routes(routers):
+        if reads_body(route):
+            methods = frozenset(route.methods or ())
+            scope = declared_scope(dependencies)
+            if scope is None:
+                raise ValueError(f"{sorted(methods)} {route.path} reads a body but "
+                                 "declares no scope")
+            out.append(BodyScope(methods, route.path_regex, scope))
     return out
 
 
@@ -375,8 +370,7 @@ def session_cookie(headers: Headers) -> str | None:
 
 def page_patterns(routers: Iterable[APIRouter]) -> list[re.Pattern[str]]:
     """The paths of the web UI's pages, from their routers."""
-    return [route.path_regex for router in routers for route in router.routes
-            if isinstance(route, APIRoute)]
+    return [route.path_regex for route, _ in api_routes(routers)]
 
 
 def _client_bucket(scope: AsgiScope) -> str:

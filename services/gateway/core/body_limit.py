@@ -12,18 +12,18 @@ answered 413 before a byte is read; a chunked body is cut off as soon as it pass
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal, get_args
 
 from fastapi import Depends
-from fastapi.routing import APIRoute, APIRouter
+from fastapi.routing import APIRouter
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.gateway.core.route_rules import RouteRule, api_routes
 from shared.config import Settings
 from shared.web import error_response
 
@@ -67,31 +67,22 @@ def accepts_body(kind: BodyKind) -> Any:
 
 
 @dataclass(frozen=True)
-class BodyCap:
+class BodyCap(RouteRule):
     """A route with a cap of its own."""
 
-    methods: frozenset[str]
-    path: re.Pattern[str]
     limit: int
-
-    def matches(self, method: str, path: str) -> bool:
-        return method in self.methods and self.path.match(path) is not None
 
 
 def body_caps(routers: Iterable[APIRouter], settings: Settings) -> list[BodyCap]:
     """The cap of every route that declares one, from its own declaration."""
     out: list[BodyCap] = []
-    for router in routers:
-        for route in router.routes:
-            if not isinstance(route, APIRoute):
-                continue
-            kinds = {getattr(d.dependency, "body_kind", None)
-                     for d in (*router.dependencies, *route.dependencies)} - {None}
-            if len(kinds) > 1:
-                raise ValueError(f"{route.path} declares several body caps: {sorted(kinds)}")
-            if kinds:
-                out.append(BodyCap(frozenset(route.methods or ()), route.path_regex,
-                                   body_limit(kinds.pop(), settings)))
+    for route, dependencies in api_routes(routers):
+        kinds = {getattr(d.dependency, "body_kind", None) for d in dependencies} - {None}
+        if len(kinds) > 1:
+            raise ValueError(f"{route.path} declares several body caps: {sorted(kinds)}")
+        if kinds:
+            out.append(BodyCap(frozenset(route.methods or ()), route.path_regex,
+                               body_limit(kinds.pop(), settings)))
     return out
 
 

@@ -15,6 +15,17 @@
     if (el) el.textContent = text;
   }
 
+  // A drop zone shows it is a target while a file is dragged over it (upload and photo search).
+  function highlightOnDrag(zone) {
+    ["dragenter", "dragover"].forEach((type) => zone.addEventListener(type, (e) => {
+      e.preventDefault();
+      zone.classList.add("over");
+    }));
+    ["dragleave", "drop"].forEach((type) => zone.addEventListener(type, () => {
+      zone.classList.remove("over");
+    }));
+  }
+
   // ---- search page ---------------------------------------------------------------------------
 
   function enhanceThreshold() {
@@ -189,13 +200,7 @@
 
     form.addEventListener("submit", (e) => { e.preventDefault(); add(input.files); });
     input.addEventListener("change", () => { add(input.files); input.value = ""; });
-    ["dragenter", "dragover"].forEach((type) => zone.addEventListener(type, (e) => {
-      e.preventDefault();
-      zone.classList.add("over");
-    }));
-    ["dragleave", "drop"].forEach((type) => zone.addEventListener(type, () => {
-      zone.classList.remove("over");
-    }));
+    highlightOnDrag(zone);
     zone.addEventListener("drop", (e) => {
       e.preventDefault();
       if (e.dataTransfer && e.dataTransfer.files.length) add(e.dataTransfer.files);
@@ -208,13 +213,7 @@
     const zone = document.getElementById("photo-drop");
     const input = document.getElementById("photo");
     if (!form || !zone || !input) return;
-    ["dragenter", "dragover"].forEach((type) => zone.addEventListener(type, (e) => {
-      e.preventDefault();
-      zone.classList.add("over");
-    }));
-    ["dragleave", "drop"].forEach((type) => zone.addEventListener(type, () => {
-      zone.classList.remove("over");
-    }));
+    highlightOnDrag(zone);
     zone.addEventListener("drop", (e) => {
       e.preventDefault();
       if (!e.dataTransfer || !e.dataTransfer.files.length) return;

@@ -14,34 +14,16 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from shared.db.migrations.builders import BIG_ID, execute_for_dialect, fulltext
+
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | None = None
 depends_on: str | None = None
 
-# 64-bit ids in Postgres; SQLite auto-increments only an INTEGER PRIMARY KEY
-BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-# caption text searchable as text (shared/db/fulltext.py): Postgres, a GIN index on the
-# caption's tsvector; SQLite, an external-content FTS5 table kept in step by triggers
-POSTGRES_FULLTEXT = (
-    "CREATE INDEX IF NOT EXISTS ix_captions_text_fts ON captions "
-    "USING gin (to_tsvector('english'::regconfig, text))",
-)
-SQLITE_FULLTEXT = (
-    "CREATE VIRTUAL TABLE captions_fts USING fts5("
-    "text, content='captions', content_rowid='id', tokenize='porter unicode61')",
-    "CREATE TRIGGER IF NOT EXISTS captions_fts_ai AFTER INSERT ON captions BEGIN "
-    "INSERT INTO captions_fts(rowid, text) VALUES (new.id, new.text); END",
-    "CREATE TRIGGER IF NOT EXISTS captions_fts_ad AFTER DELETE ON captions BEGIN "
-    "INSERT INTO captions_fts(captions_fts, rowid, text) VALUES ('delete', old.id, old.text); "
-    "END",
-    "CREATE TRIGGER IF NOT EXISTS captions_fts_au AFTER UPDATE ON captions BEGIN "
-    "INSERT INTO captions_fts(captions_fts, rowid, text) VALUES ('delete', old.id, old.text); "
-    "INSERT INTO captions_fts(rowid, text) VALUES (new.id, new.text); END",
-    # index the captions written before the table existed (an adopted database)
-    "INSERT INTO captions_fts(captions_fts) VALUES ('rebuild')",
-)
+# caption text searchable as text (shared/db/fulltext.py); an adopted database is indexed anew
+CAPTIONS_FULLTEXT = fulltext("captions", "text", rowid="id")
+SQLITE_REBUILD = "INSERT INTO captions_fts(captions_fts) VALUES ('rebuild')"
 
 
 def upgrade() -> None:
@@ -174,12 +156,10 @@ def add_index(name: str, table: str, columns: list[str]) -> None:
 
 def create_fulltext() -> None:
     bind = op.get_bind()
-    if bind.dialect.name == "postgresql":
-        for ddl in POSTGRES_FULLTEXT:
-            op.execute(ddl)
-    elif bind.dialect.name == "sqlite" and not sa.inspect(bind).has_table("captions_fts"):
-        for ddl in SQLITE_FULLTEXT:
-            op.execute(ddl)
+    if bind.dialect.name == "sqlite" and sa.inspect(bind).has_table("captions_fts"):
+        return  # an adopted database whose FTS5 table an older capsearch made
+    execute_for_dialect({"postgresql": CAPTIONS_FULLTEXT.postgresql,
+                         "sqlite": (*CAPTIONS_FULLTEXT.sqlite, SQLITE_REBUILD)})
 
 
 def downgrade() -> None:

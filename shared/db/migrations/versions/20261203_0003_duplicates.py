@@ -15,13 +15,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from shared.db.migrations.builders import BIG_ID
+
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | None = None
 depends_on: str | None = None
-
-BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
 
 def upgrade() -> None:
     op.create_table(

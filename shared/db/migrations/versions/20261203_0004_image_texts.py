@@ -15,30 +15,14 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+from shared.db.migrations.builders import BIG_ID, execute_for_dialect, fulltext
+
 revision: str = "0004"
 down_revision: str | None = "0003"
 branch_labels: str | None = None
 depends_on: str | None = None
 
-BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-POSTGRES_FULLTEXT = (
-    "CREATE INDEX IF NOT EXISTS ix_image_texts_words_fts ON image_texts "
-    "USING gin (to_tsvector('english'::regconfig, words))",
-)
-SQLITE_FULLTEXT = (
-    "CREATE VIRTUAL TABLE image_texts_fts USING fts5("
-    "words, content='image_texts', content_rowid='image_id', tokenize='porter unicode61')",
-    "CREATE TRIGGER IF NOT EXISTS image_texts_fts_ai AFTER INSERT ON image_texts BEGIN "
-    "INSERT INTO image_texts_fts(rowid, words) VALUES (new.image_id, new.words); END",
-    "CREATE TRIGGER IF NOT EXISTS image_texts_fts_ad AFTER DELETE ON image_texts BEGIN "
-    "INSERT INTO image_texts_fts(image_texts_fts, rowid, words) "
-    "VALUES ('delete', old.image_id, old.words); END",
-    "CREATE TRIGGER IF NOT EXISTS image_texts_fts_au AFTER UPDATE ON image_texts BEGIN "
-    "INSERT INTO image_texts_fts(image_texts_fts, rowid, words) "
-    "VALUES ('delete', old.image_id, old.words); "
-    "INSERT INTO image_texts_fts(rowid, words) VALUES (new.image_id, new.words); END",
-)
+IMAGE_TEXTS_FULLTEXT = fulltext("image_texts", "words", rowid="image_id")
 
 
 def upgrade() -> None:
@@ -54,13 +38,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["image_id"], ["images.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("image_id"),
     )
-    bind = op.get_bind()
-    if bind.dialect.name == "postgresql":
-        for ddl in POSTGRES_FULLTEXT:
-            op.execute(ddl)
-    elif bind.dialect.name == "sqlite":
-        for ddl in SQLITE_FULLTEXT:
-            op.execute(ddl)
+    execute_for_dialect(IMAGE_TEXTS_FULLTEXT._asdict())
 
 
 def downgrade() -> None:
