@@ -154,6 +154,7 @@ static int fetch(buffers *b, PyObject *const *args, Py_ssize_t nargs, const char
 {
     /* spec: one char per argument: 'f' float32, 'i' int64, 'F' / 'I' the same, writable */
     Py_ssize_t want = (Py_ssize_t)strlen(spec);
+    b->got = 0;  /* release() reads it, also after a refusal here */
     if (nargs != want) {
         PyErr_Format(PyExc_TypeError, "%zd arguments expected, got %zd", want, nargs);
         return -1;
