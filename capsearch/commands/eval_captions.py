@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-
-from tqdm import tqdm
 
 from capsearch.files import find_images, read_captions
 from services.caption.captioners import build_captioner
 from services.caption.training.caption_metrics import score_captions
+from services.caption.training.progress import progress_bar
 from shared.config import get_settings
 from shared.devices import set_torch_threads
 from shared.images import decode_rgb
@@ -33,8 +31,8 @@ def run_captions(args: argparse.Namespace) -> int:
     captioner.load()
     generated: list[str] = []
     step = captioner.batch_size
-    with tqdm(total=len(files), desc=f"captioning ({settings.captioner})", unit="photo",
-              file=sys.stderr, disable=None) as bar:
+    with progress_bar(total=len(files), desc=f"captioning ({settings.captioner})",
+                  unit="photo") as bar:
         for start in range(0, len(files), step):
             chunk = files[start:start + step]
             generated.extend(captioner.caption([decode_rgb(f.read_bytes()) for f in chunk]))

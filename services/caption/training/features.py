@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 from PIL import Image
-from tqdm import tqdm
 
 from services.caption.captioners.backbone import (
     MEAN,
@@ -29,6 +28,7 @@ from services.caption.captioners.backbone import (
     EfficientNetBackbone,
 )
 from services.caption.projection import GEM_P, HEAD_INPUT_DIM, head_input
+from services.caption.training.progress import progress_bar
 from shared.images import decode_rgb
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ def extract_features(paths: Sequence[Path], backbone: EfficientNetBackbone, *,
     maps = np.zeros((map_views, n, grid * grid, 1280), np.float16) if map_views else None
     backbone.load()
     device = backbone.device
-    with tqdm(total=n * v, desc=desc, unit="view", disable=None) as bar:
+    with progress_bar(total=n * v, desc=desc, unit="view") as bar:
         for start in range(0, n, batch_size):
             images = [decode_rgb(Path(p).read_bytes()) for p in paths[start:start + batch_size]]
             for vi, view in enumerate(views):

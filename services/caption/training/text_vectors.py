@@ -19,14 +19,14 @@ CHUNK = 2048  # texts per encoder call, so a progress bar can move
 def cached_text_vectors(texts: Sequence[str], encoder: SyncEncoder, cache_dir: Path,
                         *, model: str, desc: str = "text vectors") -> NDArray[np.float32]:
     """(len(texts), dim) unit vectors from `encoder`, cached by the texts and the model name."""
-    from tqdm import tqdm
+    from services.caption.training.progress import progress_bar
 
     key = hashlib.sha256(json.dumps([model, list(texts)]).encode()).hexdigest()[:20]
     file = Path(cache_dir) / f"text-{key}.npy"
     if file.is_file():
         return np.load(file)
     parts = []
-    for start in tqdm(range(0, len(texts), CHUNK), desc=desc, unit="chunk", disable=None):
+    for start in progress_bar(range(0, len(texts), CHUNK), desc=desc, unit="chunk"):
         parts.append(np.asarray(encoder.encode(list(texts[start:start + CHUNK])), np.float32))
     vectors = np.vstack(parts) if parts else np.zeros((0, 0), np.float32)
     file.parent.mkdir(parents=True, exist_ok=True)

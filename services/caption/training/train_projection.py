@@ -34,6 +34,7 @@ from services.caption.captioners.tags import TagsCaptioner
 from services.caption.projection import GEM_P, ProjectionHead
 from services.caption.training.datasets import CaptionedImages
 from services.caption.training.features import FeatureSet
+from services.caption.training.progress import progress_bar
 from services.caption.training.retrieval_metrics import caption_ranks, summarise
 from services.caption.training.text_vectors import cached_text_vectors
 from shared.clients import SyncEncoder
@@ -174,9 +175,9 @@ def train_projection(photos: TrainingPhotos, *, image_size: int,
     for epoch in range(1, options.epochs + 1):
         mlp.train()
         order = rng.permutation(n)
-        for start in tqdm(range(0, n, options.batch_size), total=steps, unit="batch",
+        for start in progress_bar(range(0, n, options.batch_size), total=steps, unit="batch",
                           desc=f"head epoch {epoch}/{options.epochs}",
-                          disable=None if progress else True):
+                          disable=not progress):
             rows = order[start:start + options.batch_size]
             view = rng.integers(0, views, size=len(rows))
             x = torch.from_numpy(np.asarray(photos.inputs[view, rows], np.float32))

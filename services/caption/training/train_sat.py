@@ -25,6 +25,7 @@ from services.caption.sat.checkpoint import SatCheckpoint, save_checkpoint
 from services.caption.sat.model import SatConfig, ShowAttendTell, caption_loss
 from services.caption.sat.vocab import Vocabulary
 from services.caption.training.caption_metrics import CaptionScores, score_captions
+from services.caption.training.progress import progress_bar
 from services.caption.training.sat_data import CaptionPairs, pair_batches, text_batches
 from shared.devices import resolve_device
 
@@ -144,8 +145,8 @@ def train_sat(captions: Sequence[Sequence[str]], regions: Regions, n_views: int,
             steps = -(-len(pairs) // options.batch_size)
         desc = f"{'LM pre-training' if pretraining else 'training'} epoch {state.epoch + 1}/{total}"
         losses = []
-        for feats, tokens in tqdm(batches, total=steps, desc=desc, unit="batch",
-                                  disable=None if progress else True):
+        for feats, tokens in progress_bar(batches, total=steps, desc=desc, unit="batch",
+                                  disable=not progress):
             tokens = tokens.to(device)
             autocast = torch.autocast("cuda", dtype=torch.float16) if amp else nullcontext()
             with autocast:

@@ -30,6 +30,7 @@ from services.caption.sat.transformer import (
     parameter_groups,
 )
 from services.caption.sat.vocab import Vocabulary
+from services.caption.training.progress import progress_bar
 from services.caption.training.sat_data import pad_tokens
 from services.caption.training.train_sat import DecoderTrainOptions, ValidationSet, validate
 
@@ -82,9 +83,9 @@ def train_transformer(captions: Sequence[Sequence[str]], maps: NDArray[np.floati
     for epoch in range(1, options.epochs + 1):
         model.train()
         losses = []
-        for rows in tqdm(photo_batches(n, options.photos_per_batch, rng), total=steps,
+        for rows in progress_bar(photo_batches(n, options.photos_per_batch, rng), total=steps,
                          desc=f"training epoch {epoch}/{options.epochs}", unit="batch",
-                         disable=None if progress else True):
+                         disable=not progress):
             view = rng.integers(0, views, size=len(rows))
             features = torch.from_numpy(np.asarray(maps[view, rows], np.float32))
             owner = [i for i, r in enumerate(rows) for _ in encoded[r]]
