@@ -22,7 +22,12 @@ from services.caption.training.datasets import (
     load_folder,
     load_text_only,
 )
-from services.caption.training.features import FeatureSet, cached_features
+from services.caption.training.features import (
+    FeatureSet,
+    cache_file,
+    cached_features,
+    read_maps,
+)
 from shared.config import Settings, get_settings
 from shared.devices import set_torch_threads
 from shared.logging import configure_logging
@@ -82,10 +87,11 @@ def run_train_captioner(args: argparse.Namespace) -> int:
     sets = training_sets(args)
     train = concat(sets)
     backbone = backbone_for(args, settings)
-    feats = features_of(sets, backbone, cache_dir, map_views=2)
-    maps = np.concatenate([f.maps for f in feats if f.maps is not None], axis=1)
-    if maps.shape[1] != len(train):  # a photo in two sets: keep the first, as concat does
-        maps = _dedupe_maps(sets, feats)
+    features_of(sets, backbone, cache_dir, map_views=0)  # extracted once, cached on disk
+    if sum(len(s.paths) for s in sets) == len(train):  # the sets' maps, read into one array
+        maps = read_maps([cache_file(s.paths, cache_dir, backbone) for s in sets], 2)
+    else:  # a photo in two sets: keep the first, as concat does
+        maps = _dedupe_maps(sets, features_of(sets, backbone, cache_dir, map_views=2))
     val = None
     if args.val:
         from services.caption.training.train_sat import ValidationSet

@@ -13,9 +13,11 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -146,6 +148,12 @@ def extract_features(paths: Sequence[Path], backbone: EfficientNetBackbone, *,
     return FeatureSet(tuple(paths), tuple(views), pooled, logits, maps)
 
 
+def cache_file(paths: Sequence[Path], cache_dir: Path, backbone: EfficientNetBackbone,
+               views: Sequence[str] = DEFAULT_VIEWS) -> Path:
+    """Where `cached_features` keeps these photos' features."""
+    return Path(cache_dir) / f"features-{cache_key([Path(p) for p in paths], views, backbone)}.npz"
+
+
 def cached_features(paths: Sequence[Path], cache_dir: Path, backbone: EfficientNetBackbone,
                     *, views: Sequence[str] = DEFAULT_VIEWS, map_views: int = 1,
                     batch_size: int = 32, desc: str = "CNN features") -> FeatureSet:
@@ -154,7 +162,7 @@ def cached_features(paths: Sequence[Path], cache_dir: Path, backbone: EfficientN
     The file always keeps the maps of the first `CACHED_MAP_VIEWS` views, so one extraction
     serves the decoder and the head; `map_views` only says whether to load them."""
     paths = [Path(p) for p in paths]
-    file = Path(cache_dir) / f"features-{cache_key(paths, views, backbone)}.npz"
+    file = cache_file(paths, cache_dir, backbone, views)
     keep = min(CACHED_MAP_VIEWS, len(views))
     if map_views > keep:
         raise ValueError(f"at most {keep} views keep their maps")
@@ -167,6 +175,47 @@ def cached_features(paths: Sequence[Path], cache_dir: Path, backbone: EfficientN
                  maps=features.maps if features.maps is not None else np.zeros(0, np.float16))
         tmp.replace(file)
         log.info("cached CNN features of %d photos in %s", len(paths), file)
+        # what was just computed, not a second copy read back from the file
+        maps = features.maps[:map_views] if map_views and features.maps is not None else None
+        return replace(features, maps=maps)
     with np.load(file) as data:
         maps = data["maps"][:map_views] if map_views else None
         return FeatureSet(tuple(paths), tuple(views), data["pooled"], data["logits"], maps)
+
+
+def read_maps(files: Sequence[Path], map_views: int,
+              chunk: int = 64 << 20) -> NDArray[np.float16]:
+    """The cached region maps of several feature files (their first `map_views` views) as one
+    (map_views, photos of all files, G·G, 1280) array, read from the files straight into it:
+    no per-file copy beside the joined one (the decoder's training set is ~2 GB of them)."""
+    headers = []
+    for file in files:
+        with zipfile.ZipFile(file) as archive, archive.open("maps.npy") as f:
+            headers.append(_npy_header(f, file))
+    grid = headers[0][2:]
+    if any(h[0] < map_views or h[2:] != grid for h in headers):
+        raise ValueError(f"the feature files' maps differ in shape: {headers}")
+    out = np.empty((map_views, sum(h[1] for h in headers), *grid), np.float16)
+    start = 0
+    for file, (_, n, *_) in zip(files, headers, strict=True):
+        with zipfile.ZipFile(file) as archive, archive.open("maps.npy") as f:
+            _npy_header(f, file)
+            for view in range(map_views):  # a file holds its views one after the other
+                target = memoryview(out[view, start:start + n]).cast("B")
+                for offset in range(0, len(target), chunk):
+                    part = target[offset:offset + chunk]
+                    if f.readinto(part) != len(part):
+                        raise ValueError(f"{file}: its maps end early")
+        start += n
+    return out
+
+
+def _npy_header(f: BinaryIO, file: Path) -> tuple[int, ...]:
+    """Read an .npy header; the shape of a C-ordered float16 array, else ValueError."""
+    fmt = np.lib.format
+    read = (fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0)
+            else fmt.read_array_header_2_0)
+    shape, fortran, dtype = read(f)
+    if fortran or dtype != np.float16 or len(shape) != 4:
+        raise ValueError(f"{file}: maps of shape {shape}, {dtype}, fortran {fortran}")
+    return tuple(shape)
