@@ -35,6 +35,13 @@ def test_get_image_describes_status_metadata_and_urls(gateway: Gateway) -> None:
     assert body["status_url"] == f"/v1/images/{image_id}"
 
 
+def test_image_times_carry_their_utc_offset(gateway: Gateway) -> None:
+    # SQLite hands stored instants back naive: the API still says they are UTC
+    body = gateway.client.get(f"/v1/images/{upload_one(gateway)}").json()
+    assert body["created_at"].endswith(("+00:00", "Z")), body["created_at"]
+    assert body["updated_at"].endswith(("+00:00", "Z")), body["updated_at"]
+
+
 def test_get_image_shows_the_latest_caption(gateway: Gateway) -> None:
     image_id = upload_one(gateway)
     add_caption(gateway, image_id, "an old caption", model="tags")
