@@ -44,6 +44,7 @@ class EmbeddedStack:
     index: IndexService
     queue: InProcessCaptionQueue
     photos: InProcessPhotoEncoder | None = None
+    duplicates: IndexService | None = None  # the near-duplicate index (None: duplicates off)
 
     def gateway_app(self, *, require_keys: bool = False) -> FastAPI:
         """The gateway over the in-process parts; without keys only for a loopback listener."""
@@ -58,7 +59,7 @@ class EmbeddedStack:
             session_factory=self.session_factory,
             store=self.store,
             encoder=InProcessEncoderClient(self.encoder),
-            index=InProcessIndexClient(self.index),
+            index=InProcessIndexClient(self.index, self.duplicates),
             queue=self.queue,
             photos=self.photos,
         )
@@ -113,7 +114,7 @@ def build_embedded(settings: Settings) -> EmbeddedStack:
              settings.captioner)
     return EmbeddedStack(settings=settings, engine=engine, session_factory=session_factory,
                          store=store, encoder=encoder, index=index, queue=queue,
-                         photos=InProcessPhotoEncoder(deps))
+                         photos=InProcessPhotoEncoder(deps), duplicates=duplicates)
 
 
 def embedded_streams(settings: Settings) -> int:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from services.search.deps import DupServiceDep, ServiceDep, WorkDep
-from services.search.service import IndexService
+from services.search.service import IndexService, remove_from_collection
 from services.search.validation import as_matrix
 from shared.schemas import (
     Health,
@@ -44,9 +44,11 @@ async def add(body: IndexAddRequest, service: ServiceDep, work: WorkDep) -> Inde
 
 
 @router.post("/v1/index/remove", response_model=IndexChangeResponse)
-async def remove(body: IndexRemoveRequest, service: ServiceDep, work: WorkDep
-                 ) -> IndexChangeResponse:
-    return await work.run(service.remove, body.image_ids)
+async def remove(body: IndexRemoveRequest, service: ServiceDep, work: WorkDep,
+                 request: Request) -> IndexChangeResponse:
+    """Images out of the collection: the caption index and this service's duplicate index."""
+    return await work.run(remove_from_collection, service, request.app.state.dup_service,
+                          body.image_ids)
 
 
 @router.post("/v1/index/rebuild", response_model=RebuildStatus | RebuildResponse,

@@ -376,3 +376,18 @@ class IndexService:
     def _dim(self) -> int | None:
         serving = self._serving
         return serving.index.dim if serving is not None and serving.index is not None else None
+
+
+def remove_from_collection(index: IndexService, duplicates: IndexService | None,
+                           image_ids: Sequence[int]) -> IndexChangeResponse:
+    """Images leave the collection (deleted, or their original lost): out of the caption index
+    and out of the near-duplicate index, where they would otherwise keep taking neighbour slots
+    of every later upload until a restart. A duplicate index still loading reads the database,
+    where the images' vectors go with their rows."""
+    changed = index.remove(image_ids)
+    if duplicates is not None:
+        try:
+            duplicates.remove(image_ids)
+        except IndexNotReady:
+            pass
+    return changed

@@ -13,6 +13,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.search.app import create_app
+from services.search.inprocess import InProcessIndexClient
 from services.search.service import IndexService
 from shared.clients import HttpIndexClient
 from shared.config import Settings
@@ -92,3 +93,50 @@ def test_with_duplicates_off_the_service_holds_no_duplicate_index(settings: Sett
     with TestClient(create_app(off)) as client:
         resp = client.get("/v1/duplicates/index/stats")
     assert resp.status_code == 503
+
+
+def _ready(client: TestClient, path: str) -> None:
+    deadline = time.monotonic() + 10
+    while client.get(path).status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_an_image_leaving_the_collection_leaves_the_duplicate_index_too(
+        settings: Settings, sessions: sessionmaker[Session],
+        store_vectors: StoreVectors) -> None:
+    # a deleted photo must not keep taking a neighbour slot of every later upload
+    ids = store_vectors(clustered(6, DIM))
+    dup = unit_rows(np.random.default_rng(2).normal(size=(6, 12)))
+    store_dup_vectors(sessions, settings, ids, dup)
+
+    async def _remove(app: object) -> None:
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+        captions = HttpIndexClient("http://search", transport=transport)
+        dups = HttpIndexClient("http://search", transport=transport, space="duplicates")
+        try:
+            assert (await captions.remove([ids[2]])).count == 1
+            assert (await dups.stats()).size == 5
+            assert ids[2] not in {h.image_id for h in (await dups.search(dup[2], 6)).hits}
+        finally:
+            await captions.aclose()
+            await dups.aclose()
+
+    with TestClient(create_app(settings)) as client:
+        _ready(client, "/readyz")
+        _ready(client, "/v1/duplicates/index/stats")
+        anyio.run(_remove, client.app)
+
+
+def test_the_embedded_index_client_removes_from_both_indexes(
+        settings: Settings, sessions: sessionmaker[Session],
+        store_vectors: StoreVectors) -> None:
+    ids = store_vectors(clustered(6, DIM))
+    store_dup_vectors(sessions, settings, ids,
+                      unit_rows(np.random.default_rng(3).normal(size=(6, 12))))
+    captions = IndexService(settings, sessions)
+    dups = IndexService(settings, sessions, kind=EmbeddingKind.dup,
+                        model=duplicate_vector_model(settings))
+    captions.load()
+    dups.load()
+    anyio.run(InProcessIndexClient(captions, dups).remove, [ids[1], ids[4]])
+    assert (captions.stats().size, dups.stats().size) == (4, 4)
