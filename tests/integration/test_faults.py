@@ -78,7 +78,7 @@ def wait_indexed(stack: FaultStack, ids: list[int], timeout: float) -> None:
 def assert_exactly_once(stack: FaultStack, ids: list[int]) -> None:
     """Each image: one row, indexed, one caption vector; the index holds each id once."""
     assert stack.scalar("SELECT count(*) FROM images WHERE id = ANY(:ids)", ids=ids) == len(ids)
-    # one row per image of each kind stored (fused: the served vector, text and image)
+    # one row per image of each kind stored (fused: the served and the image vector; `dup`)
     kinds = stack.scalar("SELECT count(DISTINCT kind) FROM embeddings WHERE image_id = ANY(:ids)",
                          ids=ids)
     assert stack.scalar("SELECT count(*) FROM embeddings WHERE image_id = ANY(:ids)",
