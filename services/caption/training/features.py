@@ -125,7 +125,7 @@ def extract_features(paths: Sequence[Path], backbone: EfficientNetBackbone, *,
     if unknown:
         raise ValueError(f"unknown views {unknown}; known: {', '.join(VIEWS)}")
     n, v = len(paths), len(views)
-    pooled = np.zeros((v, n, HEAD_INPUT_DIM), np.float16)
+    pooled: NDArray[np.float16] | None = None  # its width is the variant's (Lite2: 1632)
     logits = np.zeros((v, n, 1000), np.float16)
     grid = -(-backbone.image_size // 32)  # the network downsamples 32×
     maps = np.zeros((map_views, n, grid * grid, 1280), np.float16) if map_views else None
@@ -140,11 +140,16 @@ def extract_features(paths: Sequence[Path], backbone: EfficientNetBackbone, *,
                     batch = batch.contiguous(memory_format=torch.channels_last)
                 out = backbone.forward_tensor(batch.to(device))
                 rows = slice(start, start + len(images))
-                pooled[vi, rows] = head_input(out, GEM_P).numpy()
+                head = head_input(out, GEM_P).numpy()
+                if pooled is None:
+                    pooled = np.zeros((v, n, head.shape[1]), np.float16)
+                pooled[vi, rows] = head
                 logits[vi, rows] = out.logits.float().cpu().numpy()
                 if maps is not None and vi < map_views:
                     maps[vi, rows] = out.regions().float().cpu().numpy()
                 bar.update(len(images))
+    if pooled is None:  # no photos
+        pooled = np.zeros((v, 0, HEAD_INPUT_DIM), np.float16)
     return FeatureSet(tuple(paths), tuple(views), pooled, logits, maps)
 
 
