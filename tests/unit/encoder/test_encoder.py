@@ -118,6 +118,23 @@ def test_onnx_runtime_int8_stays_close_and_is_cached_apart(tiny_bert_dir: Path,
     assert names == ["fp32", "int8"]
 
 
+def test_int8_keeps_the_feed_forward_outputs_in_fp32(tiny_bert_dir: Path,
+                                                     tmp_path: Path) -> None:
+    import onnx
+
+    from services.encoder.export import export_encoder, feed_forward_outputs
+
+    fp32 = onnx.load(str(export_encoder(tiny_bert_dir, name="tiny", precision="fp32",
+                                        cache_dir=tmp_path)))
+    kept = feed_forward_outputs(fp32)
+    assert kept and all("output" in name for name in kept)  # one per block
+    int8 = onnx.load(str(export_encoder(tiny_bert_dir, name="tiny", precision="int8",
+                                        cache_dir=tmp_path)))
+    plain = {n.name for n in int8.graph.node if n.op_type == "MatMul"}
+    assert plain == set(kept)  # every other matmul is quantised
+    assert any("Integer" in n.op_type or "Quant" in n.op_type for n in int8.graph.node)
+
+
 def test_precision_and_runtime_resolve_once(tiny_bert_dir: Path) -> None:
     from services.encoder.encoder import AUTO_PRECISION
 
