@@ -34,9 +34,11 @@ def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_encoder(tiny_bert_dir: Path) -> BertTextEncoder:
+def tiny_encoder(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                 ) -> BertTextEncoder:
+    # its ONNX export in a folder of the test's, not the user's cache
     encoder = BertTextEncoder(tiny_bert_dir, name="tiny-bert", batch_size=2, max_length=32,
-                              device="cpu")
+                              device="cpu", cache_dir=tmp_path_factory.mktemp("cache"))
     encoder.load()
     return encoder
 

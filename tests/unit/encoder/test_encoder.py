@@ -50,8 +50,8 @@ def test_a_directory_without_a_checkpoint_is_refused(tmp_path: Path) -> None:
         BertTextEncoder(tmp_path, device="cpu").load()
 
 
-def test_loading_sets_the_hub_offline(tiny_bert_dir: Path) -> None:
-    BertTextEncoder(tiny_bert_dir, device="cpu").load()
+def test_loading_sets_the_hub_offline(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    BertTextEncoder(tiny_bert_dir, device="cpu", cache_dir=tmp_path).load()
     assert os.environ["HF_HUB_OFFLINE"] == "1"
 
 
