@@ -34,7 +34,11 @@ from machine import describe_machine, machine_line, print_figures  # noqa: E402
 from capsearch.files import read_captions  # noqa: E402
 from services.caption.projection import build_embedder  # noqa: E402
 from services.encoder.encoder import build_text_encoder, default_model_dir  # noqa: E402
-from services.encoder.export import export_encoder, feed_forward_outputs  # noqa: E402
+from services.encoder.export import (  # noqa: E402
+    export_encoder,
+    feed_forward_outputs,
+    quantise_int8,
+)
 from shared.config import get_settings  # noqa: E402
 from shared.images import decode_rgb  # noqa: E402
 from shared.onnxrt import make_session  # noqa: E402
@@ -59,13 +63,9 @@ def excluded(model: object, variant: str) -> list[str]:
 
 def quantised(fp32: Path, variant: str, folder: Path) -> Path:
     import onnx
-    from onnx import TensorProto
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out = folder / f"{variant}.onnx"
-    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True,
-                     reduce_range=True, nodes_to_exclude=excluded(onnx.load(str(fp32)), variant),
-                     extra_options={"DefaultTensorType": TensorProto.FLOAT})
+    quantise_int8(fp32, out, exclude=excluded(onnx.load(str(fp32)), variant))
     return out
 
 

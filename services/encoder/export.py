@@ -65,22 +65,28 @@ def export_encoder(model_dir: Path, *, name: str, precision: str, cache_dir: Pat
 
     def quantise(path: Path) -> None:
         import onnx
-        from onnx import TensorProto
-        from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        # the fused graph's contrib ops (Attention, SkipLayerNormalization) escape ONNX's
-        # shape inference: their outputs are float, which the quantiser must be told
-        # per-channel weights in 7 bits (reduce_range): without VNNI, x86's u8×s8 multiply
-        # saturates at full range; MiniLM's vectors were within 0.93 cosine of fp32's
-        # (mean 0.962) per-tensor at 8 bits, 0.986 (mean 0.993) like this (flickr8k captions)
-        quantize_dynamic(str(fp32), str(path), weight_type=QuantType.QInt8, per_channel=True,
-                         reduce_range=True,
-                         nodes_to_exclude=feed_forward_outputs(onnx.load(str(fp32))),
-                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
+        quantise_int8(fp32, path, exclude=feed_forward_outputs(onnx.load(str(fp32))))
 
     int8 = {**parts, "fused": "ort-bert",
             "precision": "int8-dynamic-per-channel-7bit-ffn-out-fp32"}
     return cached_export(cache_dir, f"{slug}-int8", int8, quantise)
+
+
+def quantise_int8(fp32: Path, out: Path, *, exclude: list[str]) -> None:
+    """ORT's dynamic int8 of an fp32 export, every matmul and attention but the `exclude`d
+    nodes (the served int8 leaves out `feed_forward_outputs`)."""
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # the fused graph's contrib ops (Attention, SkipLayerNormalization) escape ONNX's shape
+    # inference: their outputs are float, which the quantiser must be told.
+    # per-channel weights in 7 bits (reduce_range): without VNNI, x86's u8×s8 multiply
+    # saturates at full range; MiniLM's vectors were within 0.93 cosine of fp32's (mean 0.962)
+    # per-tensor at 8 bits, 0.986 (mean 0.993) like this (flickr8k captions)
+    quantize_dynamic(str(fp32), str(out), weight_type=QuantType.QInt8, per_channel=True,
+                     reduce_range=True, nodes_to_exclude=exclude,
+                     extra_options={"DefaultTensorType": TensorProto.FLOAT})
 
 
 def feed_forward_outputs(model: Any) -> list[str]:

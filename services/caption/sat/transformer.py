@@ -184,7 +184,7 @@ class CaptionTransformer(nn.Module):
 def caption_loss(logits: torch.Tensor, tokens: torch.Tensor,
                  label_smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy of the next words, padding ignored (by `ignore_index`: a boolean mask
-    would copy the (N, T, V) logits out and scatter their gradient back, 15 % of a step)."""
+    would copy the (N, T, V) logits out and scatter their gradient back)."""
     return F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten(),
                            ignore_index=0, label_smoothing=label_smoothing)
 
